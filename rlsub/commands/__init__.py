@@ -1,0 +1,1 @@
+"""Subcommands of the ``rlsub`` CLI, one module each (see rlsub.cli.COMMANDS)."""

@@ -1,0 +1,99 @@
+"""The fast Walsh-Hadamard transform (unnormalised, Sylvester order) used by Fastfood.
+
+``fwht`` transforms the last dimension of a float32 CPU tensor with rlsub's C kernel
+(``rlsub/_fwht.c``, cache-blocked so that a 2^20-float vector is read from memory about twice
+instead of 20 times) and falls back to :func:`fwht_torch`, a plain torch butterfly, for other
+devices and dtypes. Neither records an autograd graph: Fastfood differentiates through its own
+explicit adjoint.
+"""
+
+from __future__ import annotations
+
+import torch
+
+try:  # the compiled kernel is built by `pip install -e .`
+    from rlsub import _fwht as _kernel
+except ImportError:  # pragma: no cover - exercised only on a broken install
+    _kernel = None
+
+
+def is_power_of_two(n: int) -> bool:
+    return n >= 1 and (n & (n - 1)) == 0
+
+
+def next_power_of_two(n: int) -> int:
+    """Smallest power of two >= n (n >= 1)."""
+    return 1 << (int(n) - 1).bit_length()
+
+
+def has_kernel() -> bool:
+    """True when the compiled C kernel is importable."""
+    return _kernel is not None
+
+
+def fwht_torch(x: torch.Tensor) -> torch.Tensor:
+    """Out-of-place Walsh-Hadamard transform along the last dim with torch ops: [..., n] -> [..., n]."""
+    n = x.shape[-1]
+    if not is_power_of_two(n):
+        raise ValueError(f"Walsh-Hadamard length must be a power of two, got {n}")
+    lead = x.shape[:-1]
+    y = x.reshape(-1, n)
+    h = 1
+    while h < n:
+        y = y.view(-1, n // (2 * h), 2, h)
+        a, b = y[:, :, 0, :], y[:, :, 1, :]
+        y = torch.stack((a + b, a - b), dim=2)
+        h *= 2
+    return y.reshape(*lead, n)
+
+
+@torch.no_grad()
+def fwht_(x: torch.Tensor) -> torch.Tensor:
+    """In-place Walsh-Hadamard transform along the last dim of a contiguous tensor; returns x."""
+    n = x.shape[-1]
+    if not is_power_of_two(n):
+        raise ValueError(f"Walsh-Hadamard length must be a power of two, got {n}")
+    if not x.is_contiguous():
+        raise ValueError("fwht_ needs a contiguous tensor")
+    if _kernel is not None and x.device.type == "cpu" and x.dtype == torch.float32:
+        _kernel.fwht_(x.data_ptr(), n, x.numel() // n if x.numel() else 0)
+    else:
+        x.copy_(fwht_torch(x))
+    return x
+
+
+def fwht(x: torch.Tensor) -> torch.Tensor:
+    """Out-of-place Walsh-Hadamard transform along the last dim: [..., n] -> [..., n]."""
+    with torch.no_grad():
+        return fwht_(x.detach().clone(memory_format=torch.contiguous_format))
+
+
+def _use_kernel(*tensors: torch.Tensor) -> bool:
+    return _kernel is not None and all(
+        t.device.type == "cpu" and t.is_contiguous() and t.dtype in (torch.float32, torch.int32)
+        for t in tensors
+    )
+
+
+@torch.no_grad()
+def gather_mul(src: torch.Tensor, idx: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """out[b, k] = src[b, idx[k]] * g[k]: [n, s] x [K] x [K] -> [n, K] (idx int32)."""
+    n = src.shape[0]
+    if _use_kernel(src, idx, g):
+        out = torch.empty(n, idx.numel(), dtype=torch.float32)
+        _kernel.gather_mul_(out.data_ptr(), src.data_ptr(), idx.data_ptr(), g.data_ptr(),
+                            idx.numel(), src.shape[1], 1, n)
+        return out
+    return src[:, idx.long()] * g
+
+
+@torch.no_grad()
+def gather_blocksum(src: torch.Tensor, idx: torch.Tensor, g: torch.Tensor, m: int) -> torch.Tensor:
+    """out[b, c] = sum_a src[b, idx[a m + c]] * g[a m + c]: [n, s] -> [n, m] (idx int32, len a multiple of m)."""
+    n, size = src.shape[0], idx.numel()
+    if _use_kernel(src, idx, g):
+        out = torch.empty(n, m, dtype=torch.float32)
+        _kernel.gather_blocksum_(out.data_ptr(), src.data_ptr(), idx.data_ptr(), g.data_ptr(), size,
+                                 src.shape[1], m, n)
+        return out
+    return (src[:, idx.long()] * g).view(n, size // m, m).sum(dim=1)

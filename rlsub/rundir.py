@@ -1,0 +1,109 @@
+"""Run directories, the one output format of every trainer (ES, DQN, supervised).
+
+A run directory holds ``config.json`` (the fully resolved config), ``metrics.jsonl`` (one JSON
+object per generation / epoch / log step), ``summary.json`` (the final result, read by sweeps and
+reports) and ``theta_d.npy``. Whole files are written atomically; metrics lines are appended and
+flushed one at a time, and a resumed run truncates them back to its checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rlsub.subspace import atomic_save_npy, atomic_write_text
+
+
+def git_commit() -> str:
+    """The current git commit of the rlsub checkout (with '+dirty' when files differ), or 'unknown'."""
+    here = Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+        if rev.returncode != 0:
+            return "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return rev.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def machine() -> dict[str, Any]:
+    """Where a run happened (recorded in summaries for provenance)."""
+    import os
+
+    return {"host": socket.gethostname(), "platform": platform.platform(), "python": platform.python_version(),
+            "cpus": os.cpu_count()}
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_json(path: str | Path, data: dict) -> None:
+    atomic_write_text(path, json.dumps(_jsonable(data), indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: str | Path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+class RunDir:
+    """Writer for one run directory."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.started = time.time()
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    def write_config(self, config: dict) -> None:
+        write_json(self.path / "config.json", config)
+
+    def log(self, row: dict) -> None:
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(_jsonable(row)) + "\n")
+            f.flush()
+
+    def metrics(self) -> list[dict]:
+        if not self.metrics_path.exists():
+            return []
+        rows = []
+        for line in self.metrics_path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut short by a kill
+                break
+        return rows
+
+    def truncate_metrics(self, keep: int, key: str) -> None:
+        """Keep only the metric rows whose ``key`` is < keep (used when resuming from a checkpoint)."""
+        rows = [r for r in self.metrics() if r.get(key, -1) < keep]
+        atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
+
+    def save_theta(self, theta_d: np.ndarray, name: str = "theta_d.npy") -> None:
+        atomic_save_npy(self.path / name, np.asarray(theta_d, dtype=np.float32))
+
+    def write_summary(self, summary: dict) -> None:
+        full = {"git_commit": git_commit(), "machine": machine(), **summary}
+        write_json(self.path / "summary.json", full)

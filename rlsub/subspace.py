@@ -1,0 +1,172 @@
+"""The subspace-parameterised model: any ``nn.Module`` trained through ``theta_D = theta_0 + P theta_d``.
+
+:class:`SubspaceModel` is the one abstraction that ES, DQN and supervised training share. theta_d
+(d numbers, initialised to zero) is its only ``nn.Parameter``; theta_0 (the wrapped module's
+initial parameters, flattened) and the projection P are frozen buffers; each forward computes
+theta_D and runs the module functionally (``torch.func.functional_call``). Buffers of the wrapped
+module, such as batch-norm running statistics, stay the module's own and keep working.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from rlsub.projections import Projection, ProjectionError, make_projection
+
+
+class SubspaceModel(nn.Module):
+    """Wraps ``module`` so that its parameters are ``theta_0 + P theta_d``.
+
+    Args:
+        module: the network; its current parameters become theta_0. They are removed from the
+            module (so that nothing but theta_d can be trained) and supplied at each call.
+        d: subspace dimension, 1 <= d <= D.
+        projection: ``dense``, ``sparse``, ``fastfood`` or ``auto`` (see :mod:`rlsub.projections`).
+        seed: projection seed; P is a pure function of (projection, D, d, seed).
+        projection_options: extra keyword arguments for the projection class.
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        d: int,
+        projection: str = "fastfood",
+        seed: int = 0,
+        **projection_options,
+    ):
+        super().__init__()
+        named = list(module.named_parameters())  # shared (tied) parameters appear once
+        if not named:
+            raise ProjectionError("the wrapped module has no parameters to project")
+        self.param_names = [name for name, _ in named]
+        self.param_shapes = [tuple(p.shape) for _, p in named]
+        self.param_sizes = [p.numel() for _, p in named]
+        theta_0 = torch.cat([p.detach().reshape(-1).to(torch.float32) for _, p in named])
+        D = theta_0.numel()
+        self.projection: Projection = make_projection(projection, D, d, seed, **projection_options)
+        # Parameters leave the module: theta_d must be the only nn.Parameter anywhere below us.
+        for name in self.param_names:
+            owner, attr = _owner(module, name)
+            del owner._parameters[attr]
+        self.module = module
+        self.register_buffer("theta_0", theta_0, persistent=False)
+        self.theta_d = nn.Parameter(torch.zeros(self.projection.d))
+
+    @property
+    def D(self) -> int:
+        return self.projection.D
+
+    @property
+    def d(self) -> int:
+        return self.projection.d
+
+    @property
+    def seed(self) -> int:
+        return self.projection.seed
+
+    @property
+    def projection_kind(self) -> str:
+        return self.projection.kind
+
+    def theta_D(self, theta_d: torch.Tensor | None = None) -> torch.Tensor:
+        """theta_0 + P theta_d: [D], or [n, D] for a batch theta_d [n, d]; defaults to self.theta_d."""
+        theta_d = self.theta_d if theta_d is None else theta_d
+        return self.theta_0 + self.projection(theta_d)
+
+    def params_from_flat(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Split a flat theta_D [D] into the module's named parameter tensors (views)."""
+        views = torch.split(flat, self.param_sizes)
+        return {n: v.view(s) for n, v, s in zip(self.param_names, views, self.param_shapes)}
+
+    def forward(self, *args, **kwargs):
+        return self.call_with(self.theta_D(), *args, **kwargs)
+
+    def call_with(self, theta_D: torch.Tensor, *args, **kwargs):
+        """Run the module with explicit native parameters theta_D [D] (no projection involved)."""
+        return functional_call(self.module, self.params_from_flat(theta_D), args, kwargs, strict=False)
+
+    @torch.no_grad()
+    def get_flat(self) -> np.ndarray:
+        """theta_d as a float32 numpy copy (for ES)."""
+        return self.theta_d.detach().cpu().numpy().copy()
+
+    @torch.no_grad()
+    def set_flat(self, theta_d) -> None:
+        """Set theta_d from an array-like of length d."""
+        value = torch.as_tensor(np.asarray(theta_d, dtype=np.float32))
+        if value.shape != (self.d,):
+            raise ProjectionError(f"theta_d must have shape ({self.d},), got {tuple(value.shape)}")
+        self.theta_d.copy_(value)
+
+    @torch.no_grad()
+    def materialize(self) -> nn.Module:
+        """A plain copy of the wrapped module whose parameters are the current theta_D."""
+        import copy
+
+        plain = copy.deepcopy(self.module)
+        for name, value in self.params_from_flat(self.theta_D().detach()).items():
+            owner, attr = _owner(plain, name)
+            owner.register_parameter(attr, nn.Parameter(value.clone()))
+        return plain
+
+    def extra_repr(self) -> str:
+        return f"D={self.D}, d={self.d}, projection={self.projection_kind}, seed={self.seed}"
+
+
+def _owner(module: nn.Module, dotted: str) -> tuple[nn.Module, str]:
+    *path, attr = dotted.split(".")
+    for part in path:
+        module = getattr(module, part)
+    return module, attr
+
+
+# --- checkpoints: (config, seed, theta_d) -------------------------------------------------------
+
+
+def save_checkpoint(path: str | os.PathLike, model: SubspaceModel, config: dict) -> None:
+    """Write a checkpoint folder: ``config.json`` (how to rebuild the module and P) and ``theta_d.npy``.
+
+    ``config`` must let ``build`` (see :func:`load_checkpoint`) rebuild the same module, including
+    the seed its initialisation came from; the projection's kind, d and seed are added here.
+    Files are written atomically (temporary file, then rename).
+    """
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    full = dict(config, projection=model.projection_kind, d=model.d, projection_seed=model.seed, D=model.D)
+    atomic_write_text(path / "config.json", json.dumps(full, indent=2, sort_keys=True))
+    atomic_save_npy(path / "theta_d.npy", model.get_flat())
+
+
+def load_checkpoint(path: str | os.PathLike, build: Callable[[dict], nn.Module]) -> SubspaceModel:
+    """Rebuild a model from a checkpoint folder; ``build(config)`` returns the freshly initialised module."""
+    path = Path(path)
+    config = json.loads((path / "config.json").read_text())
+    model = SubspaceModel(build(config), config["d"], config["projection"], config["projection_seed"])
+    if model.D != config["D"]:
+        raise ProjectionError(f"rebuilt module has D = {model.D}, checkpoint says {config['D']}")
+    model.set_flat(np.load(path / "theta_d.npy"))
+    return model
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write text to path via a temporary file and a rename, so readers never see half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
+    """np.save via a temporary file and a rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.npy")
+    np.save(tmp, array)
+    os.replace(tmp, path)

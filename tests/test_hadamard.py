@@ -1,0 +1,54 @@
+import numpy as np
+import pytest
+import torch
+
+from rlsub.hadamard import fwht, fwht_, fwht_torch, gather_blocksum, gather_mul, has_kernel
+
+
+def hadamard_matrix(n):
+    h = np.array([[1.0]])
+    while h.shape[0] < n:
+        h = np.block([[h, h], [h, -h]])
+    return h
+
+
+def test_kernel_is_built():
+    assert has_kernel(), "rlsub._fwht did not build; run scripts/setup.sh"
+
+
+@pytest.mark.parametrize("n", [1, 2, 4, 8, 16, 64, 1024])
+def test_fwht_matches_explicit_matrix(n):
+    x = torch.randn(3, n, generator=torch.Generator().manual_seed(n), dtype=torch.float64)
+    expect = x.numpy() @ hadamard_matrix(n).T
+    np.testing.assert_allclose(fwht(x.float()).double().numpy(), expect, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(fwht_torch(x).numpy(), expect, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("n", [4096, 8192, 2**16, 2**20])
+def test_fwht_kernel_matches_torch_butterfly_at_large_n(n):
+    # sizes past the kernel's 4096-float block exercise its cross-block pass
+    x = torch.randn(2, n, generator=torch.Generator().manual_seed(1))
+    ref = fwht_torch(x.double())
+    got = fwht(x).double()
+    assert (got - ref).abs().max().item() <= 1e-5 * ref.abs().max().item()
+
+
+def test_fwht_is_an_involution_up_to_n():
+    x = torch.randn(2**12, generator=torch.Generator().manual_seed(2))
+    y = fwht(fwht(x)) / 2**12
+    torch.testing.assert_close(y, x, rtol=1e-5, atol=1e-5)
+
+
+def test_fwht_rejects_non_power_of_two():
+    with pytest.raises(ValueError, match="power of two"):
+        fwht_(torch.zeros(12))
+
+
+def test_gathers_match_indexing():
+    g = torch.Generator().manual_seed(3)
+    src = torch.randn(2, 64, generator=g)
+    idx = torch.randint(0, 64, (256,), generator=g, dtype=torch.int32)
+    w = torch.randn(256, generator=g)
+    torch.testing.assert_close(gather_mul(src, idx, w), src[:, idx.long()] * w)
+    expect = (src[:, idx.long()] * w).view(2, 16, 16).sum(1)
+    torch.testing.assert_close(gather_blocksum(src, idx, w, 16), expect)
