@@ -1,0 +1,83 @@
+"""What every trainer (ES, DQN, supervised) shares: the trainer contract, ``--dim`` and network building.
+
+A trainer is a module listed in :data:`TRAINERS` that provides
+
+- ``DEFAULTS: dict``: every config key with its default (a config file may only set these keys);
+- ``resolve(config_path: str | None, overrides: dict) -> dict``: the fully resolved config (YAML
+  merged onto DEFAULTS, then the non-None ``overrides`` such as ``dim``, ``projection``, ``seed``
+  and the budget), raising :class:`rlsub.config.ConfigError` on bad input;
+- ``train(config: dict, out_dir: Path, resume: bool = False) -> dict``: runs, writes a run
+  directory (:mod:`rlsub.rundir`) and returns the summary it wrote.
+
+Summaries share these keys, read by sweeps and reports: ``task, trainer, D, d`` (None for the
+full-space baseline), ``dim`` (int or "full"), ``projection`` (None for full), ``seed``, ``metric``
+(its name; higher is better), ``value``, ``metric_min`` (the lowest value the metric can take:
+0 for accuracy, the minimum possible return for RL), ``wall_time_s`` and a budget
+(``timesteps`` or ``epochs``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from torch import nn
+
+from rlsub.config import ConfigError
+from rlsub.models import build_model, num_params
+from rlsub.subspace import SubspaceModel
+
+#: trainer name -> module path
+TRAINERS: dict[str, str] = {
+    "es": "rlsub.es.trainer",
+    "dqn": "rlsub.dqn.trainer",
+    "supervised": "rlsub.supervised.trainer",
+}
+
+
+def get_trainer(name: str) -> ModuleType:
+    if name not in TRAINERS:
+        raise ConfigError(f"unknown trainer {name!r}; choose one of {sorted(TRAINERS)}")
+    return importlib.import_module(TRAINERS[name])
+
+
+def parse_dim(value) -> int | str:
+    """``--dim`` as given: a positive integer or the string 'full' (checked against D later)."""
+    if isinstance(value, str):
+        if value.strip().lower() == "full":
+            return "full"
+        try:
+            value = int(value)
+        except ValueError:
+            raise ConfigError(f"dim must be a positive integer or 'full', got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"dim must be a positive integer or 'full', got {value!r}")
+    if value < 1:
+        raise ConfigError(f"dim must be >= 1 (or 'full'), got {value}")
+    return value
+
+
+def build_network(
+    model: str,
+    model_kwargs: dict,
+    init_seed: int,
+    dim,
+    projection: str = "fastfood",
+    projection_seed: int = 0,
+) -> tuple[nn.Module, int, int | None]:
+    """The network a config asks for: (module, D, d), with d None for ``dim == 'full'``.
+
+    The module's initialisation (theta_0) comes from ``init_seed``; for a subspace ``dim`` it is
+    wrapped in :class:`SubspaceModel` with P from ``(projection, D, dim, projection_seed)``.
+    """
+    dim = parse_dim(dim)
+    try:
+        net = build_model(model, seed=init_seed, **model_kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"bad model_kwargs for model {model!r}: {exc}") from None
+    D = num_params(net)
+    if dim == "full":
+        return net, D, None
+    if dim > D:
+        raise ConfigError(f"dim = {dim} exceeds the network's D = {D}")
+    return SubspaceModel(net, dim, projection=projection, seed=projection_seed), D, dim
