@@ -16,6 +16,8 @@ from rlsub.errors import UserError
 #: subcommand name -> module path
 COMMANDS: dict[str, str] = {
     "info": "rlsub.commands.info",
+    "dqn": "rlsub.commands.dqn",
+    "es": "rlsub.commands.es",
 }
 
 

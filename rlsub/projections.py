@@ -10,6 +10,7 @@ four values).
 - ``sparse``: ceil(sqrt(D)) entries of random sign per column at random rows (the "very sparse"
   projection of Li, Hastie, Church 2006), columns scaled to exactly unit norm. Memory
   O(d sqrt(D)), held as CSR matrices for P and P^T.
+- ``identity``: P = I with d = D, for full-space baselines through the same code path.
 - ``fastfood``: ``V = H G Pi H B`` (Le, Sarlos, Smola 2013) on LL = next power of two >= D,
   truncated to the first D outputs. Memory O(D), time O(D log D). See :class:`FastfoodProjection`.
 
@@ -30,7 +31,7 @@ from rlsub.hadamard import fwht_, gather_blocksum, gather_mul, next_power_of_two
 
 GiB = 1024**3
 
-_KIND_CODES = {"dense": 1, "sparse": 2, "fastfood": 3}
+_KIND_CODES = {"dense": 1, "sparse": 2, "fastfood": 3, "identity": 4}
 
 
 class ProjectionError(UserError):
@@ -239,10 +240,28 @@ class FastfoodProjection(Projection):
         return z[:, : self.d] * self.col_scale
 
 
+class IdentityProjection(Projection):
+    """P = I (d = D): full-space training through the same code path as subspace training."""
+
+    kind = "identity"
+
+    def __init__(self, D: int, d: int, seed: int):
+        if d != D:
+            raise ProjectionError(f"the identity projection needs d == D, got d = {d}, D = {D}")
+        super().__init__(D, d, seed)
+
+    def _apply(self, x):
+        return x.clone()
+
+    def _apply_t(self, y):
+        return y.clone()
+
+
 PROJECTIONS: dict[str, type[Projection]] = {
     "dense": DenseProjection,
     "sparse": SparseProjection,
     "fastfood": FastfoodProjection,
+    "identity": IdentityProjection,
 }
 
 #: ``auto`` chooses dense while its matrix stays below this many bytes, Fastfood above.

@@ -8,7 +8,7 @@ import torch
 
 from rlsub.projections import PROJECTIONS, FastfoodProjection, ProjectionError, make_projection
 
-KINDS = sorted(PROJECTIONS)
+KINDS = sorted(k for k in PROJECTIONS if k != "identity")
 
 
 def digest(t: torch.Tensor) -> str:
@@ -142,3 +142,12 @@ def test_fastfood_pong_scale_peak_memory_under_1GB():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     peak_mb = int(out.split()[-1]) / 1024
     assert peak_mb < 1024, f"peak resident memory {peak_mb:.0f} MB"
+
+
+def test_identity_projection_is_exact_and_needs_d_equal_D():
+    proj = make_projection("identity", 50, 50, 0)
+    x = torch.randn(3, 50)
+    assert torch.equal(proj(x), x)
+    assert torch.equal(proj.materialize(), torch.eye(50))
+    with pytest.raises(ProjectionError, match="d == D"):
+        make_projection("identity", 50, 10, 0)

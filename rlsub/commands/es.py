@@ -1,0 +1,55 @@
+"""``rlsub es``: Evolution Strategies over theta_d; run under ``mpirun -n N`` for N ranks."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+
+from rlsub.errors import UserError
+
+HELP = "train a policy with Evolution Strategies in a random subspace (MPI-parallel)"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--config", help="YAML config (configs/es/*.yaml); keys as in rlsub.es.trainer.DEFAULTS")
+    p.add_argument("--dim", help="subspace dimension d, or 'full' for the full-space baseline")
+    p.add_argument("--projection", choices=["dense", "sparse", "fastfood", "auto"])
+    p.add_argument("--seed", type=int)
+    p.add_argument("--generations", type=int)
+    p.add_argument("--pairs", type=int, help="mirrored pairs per generation")
+    p.add_argument("--out", help="run directory (default runs/<task>__es__d<dim>__s<seed>__<time>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no per-generation progress lines")
+
+
+def run(args) -> int:
+    from rlsub.es import trainer
+
+    comm = trainer._comm()
+    try:
+        overrides = {"dim": args.dim, "projection": args.projection, "seed": args.seed,
+                     "generations": args.generations, "pairs": args.pairs}
+        if args.resume:
+            if args.config or args.out:
+                raise UserError("--resume takes its config and directory from RUN_DIR; drop --config/--out")
+            base = trainer.load_run_config(args.resume)
+            config = trainer.merge(base, {k: v for k, v in overrides.items() if v is not None}, "command line")
+            config = trainer.resolve(None, config)
+            summary = trainer.train(config, args.resume, resume=True, quiet=args.quiet)
+        else:
+            config = trainer.resolve(args.config, overrides)
+            summary = trainer.train(config, args.out, quiet=args.quiet)
+    except Exception as exc:
+        if comm.Get_size() > 1:
+            # one rank failing must end the whole job, never leave the others waiting in a collective
+            kind = "error" if isinstance(exc, UserError) else "failed"
+            print(f"rlsub es: rank {comm.Get_rank()}/{comm.Get_size()} {kind}: {exc}", file=sys.stderr)
+            if not isinstance(exc, UserError):
+                traceback.print_exc()
+            sys.stderr.flush()
+            comm.Abort(2 if isinstance(exc, UserError) else 1)
+        raise
+    if comm.Get_rank() == 0:
+        print(f"{summary['task']}: d={summary['dim']} seed={summary['seed']} eval return "
+              f"{summary['value']:.2f} after {summary['timesteps']} timesteps, {summary['wall_time_s']:.1f} s")
+    return 0

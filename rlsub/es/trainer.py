@@ -1,0 +1,285 @@
+"""OpenAI-ES over theta_d, masterless over MPI ranks (`mpirun -n N rlsub es ...`).
+
+Each generation every rank:
+1. computes the centre ``theta_D = theta_0 + P x`` (x is theta_d; for ``dim: full`` the identity
+   projection makes x the offset of all D parameters);
+2. evaluates its share of the mirrored pairs (pair i on rank i mod N): ``eps_i`` is regenerated
+   from (seed, generation, i), both ``x + sigma eps_i`` and ``x - sigma eps_i`` run one training
+   episode each from the same environment seed;
+3. all-gathers only scalars: pair index, two returns, two lengths, and (with observation
+   normalisation) the pair's observation sums, so the bytes sent grow with the population, not
+   with d or D;
+4. sorts what it gathered by pair index and computes the identical update: centered ranks,
+   ``g = sum_i (rank+_i - rank-_i) eps_i / (2 n)``, Adam ascent on ``g - l2 x``, and the merged
+   observation statistics.
+Nothing depends on which rank evaluated what, so the same config and seed give the same theta_d
+for any number of ranks. Noiseless evaluation episodes run every ``eval_every`` generations.
+
+All randomness is a function of the run seed and integers (generation, pair, episode), so a
+checkpoint needs no RNG stream: x, the Adam state, the observation statistics and the generation
+counter restore a run exactly.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rlsub.config import ConfigError, load_yaml, merge
+from rlsub.es.core import (
+    Adam,
+    ObsStats,
+    centered_ranks,
+    episode_seed,
+    mirrored_gradient,
+    perturbation,
+)
+from rlsub.es.envs import make_env, metric_min
+from rlsub.es.policy import Actor, reference_batch, rollout
+from rlsub.models import build_model, num_params
+from rlsub.rundir import RunDir, read_json
+from rlsub.subspace import SubspaceModel, atomic_save_npy
+from rlsub.trainers import parse_dim
+
+DEFAULTS: dict = {
+    "task": None,  # name used in reports; defaults to the environment id
+    "env": "CartPole-v1",
+    "env_kwargs": {},
+    "model": "mlp",  # registry name (rlsub.models); input/output sizes come from the env
+    "model_kwargs": {"hidden": [20, 20], "activation": "tanh"},
+    "dim": 4,  # subspace dimension d, or "full" for the full-space baseline
+    "projection": "auto",  # dense | sparse | fastfood | auto
+    "seed": 0,  # drives theta_0, P, the noise and the environment seeds
+    "generations": 50,
+    "pairs": 20,  # mirrored pairs per generation (population = 2 * pairs)
+    "sigma": 0.1,  # noise standard deviation in theta_d
+    "lr": 0.05,  # Adam step size
+    "l2": 0.005,  # L2 decay coefficient on theta_d
+    "action_noise": 0.0,  # Gaussian noise on continuous actions, training episodes only
+    "obs_norm": True,  # running observation normalisation
+    "max_episode_steps": None,  # cap on episode length (None: the environment's own limit)
+    "eval_every": 5,  # generations between noiseless evaluations (and after the last)
+    "eval_episodes": 5,
+    "target_return": None,  # stop once the evaluation return reaches this (None: never)
+    "checkpoint_every": 10,
+    "reference_batch": 128,  # observations for virtual batch norm (networks that have it)
+}
+
+
+def _comm():
+    from mpi4py import MPI
+
+    return MPI.COMM_WORLD
+
+
+def resolve(config_path: str | None, overrides: dict) -> dict:
+    """The fully resolved config: YAML onto DEFAULTS, then the non-None overrides."""
+    config = merge(DEFAULTS, load_yaml(config_path), str(config_path)) if config_path else dict(DEFAULTS)
+    config = merge(config, {k: v for k, v in overrides.items() if v is not None}, "command line")
+    config["dim"] = parse_dim(config["dim"])
+    for key in ("generations", "pairs", "eval_every", "eval_episodes", "checkpoint_every"):
+        if not isinstance(config[key], int) or config[key] < 1:
+            raise ConfigError(f"{key} must be a positive integer, got {config[key]!r}")
+    if not config["sigma"] > 0 or not config["lr"] > 0:
+        raise ConfigError("sigma and lr must be positive")
+    if config["task"] is None:
+        config["task"] = config["env"]
+    return config
+
+
+def build_policy(config: dict, env) -> tuple[SubspaceModel, int]:
+    """The subspace-parameterised policy for ``env`` and its D."""
+    kwargs = dict(config["model_kwargs"])
+    obs_shape, act = env.observation_space.shape, env.action_space
+    n_out = int(act.n) if hasattr(act, "n") else int(np.prod(act.shape))
+    if config["model"] == "mlp":
+        kwargs.setdefault("in_dim", int(np.prod(obs_shape)))
+        kwargs.setdefault("out_dim", n_out)
+    elif config["model"] == "pong_conv":
+        kwargs.setdefault("in_channels", obs_shape[0])
+        kwargs.setdefault("image_size", obs_shape[-1])
+        kwargs.setdefault("num_actions", n_out)
+    try:
+        net = build_model(config["model"], seed=config["seed"], **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"cannot build model {config['model']!r} with {kwargs}: {exc}") from None
+    D = num_params(net)
+    dim = config["dim"]
+    if dim == "full":
+        return SubspaceModel(net, D, projection="identity", seed=config["seed"]), D
+    if dim > D:
+        raise ConfigError(f"dim = {dim} exceeds the policy's D = {D}")
+    return SubspaceModel(net, dim, projection=config["projection"], seed=config["seed"]), D
+
+
+def _default_out(config: dict) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    task = str(config["task"]).replace("/", "-")
+    return Path("runs") / f"{task}__es__d{config['dim']}__s{config['seed']}__{stamp}"
+
+
+def train(config: dict, out_dir: str | Path | None = None, resume: bool = False, quiet: bool = False) -> dict:
+    """Run ES with ``config`` (from :func:`resolve`); returns the summary written to ``out_dir``."""
+    comm = _comm()
+    rank, size = comm.Get_rank(), comm.Get_size()
+    torch.set_num_threads(1)  # one process per core; also keeps float reductions rank-count independent
+    out = Path(comm.bcast(str(out_dir or _default_out(config)) if rank == 0 else None, root=0))
+
+    env = make_env(config["env"], **config["env_kwargs"])
+    model, D = build_policy(config, env)
+    proj, theta_0 = model.projection, model.theta_0.numpy()
+    n_opt = model.d
+    actor = Actor(model, env.action_space)
+    reference = None
+    if actor._plan is None and actor._vbn:
+        reference = reference_batch(env, config["reference_batch"], config["seed"])
+    seed, pairs, sigma = config["seed"], config["pairs"], config["sigma"]
+    obs_shape = env.observation_space.shape
+    obs_stats = ObsStats(obs_shape) if config["obs_norm"] else None
+    adam = Adam(n_opt, config["lr"])
+    x = np.zeros(n_opt)
+    start_gen, timesteps, episodes, elapsed_before = 0, 0, 0, 0.0
+    run = RunDir(out) if rank == 0 else None
+    ckpt_path = out / "checkpoint.npz"
+    if resume:
+        if not ckpt_path.exists():
+            raise ConfigError(f"cannot resume: no checkpoint in {out}")
+        state = dict(np.load(ckpt_path))
+        x = state["x"]
+        adam.load(state)
+        if obs_stats is not None:
+            obs_stats.load(state)
+        start_gen, timesteps, episodes = int(state["generation"]), int(state["timesteps"]), int(state["episodes"])
+        elapsed_before = float(state["elapsed"])
+        if rank == 0:
+            run.truncate_metrics(start_gen, "generation")
+    elif rank == 0:
+        run.write_config({**config, "D": D, "d": None if config["dim"] == "full" else n_opt,
+                          "projection_kind": proj.kind, "n_ranks": size})
+    if rank == 0 and not quiet:
+        print(f"es: {config['task']} D={D} d={config['dim']} projection={proj.kind} seed={seed} "
+              f"ranks={size} -> {out}", file=sys.stderr)
+
+    def project(v: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return proj(torch.from_numpy(np.asarray(v, dtype=np.float32))).numpy()
+
+    def evaluate(center: np.ndarray, generation: int) -> tuple[float, list[float], int]:
+        actor.set_params(center, obs_stats, reference)
+        local = []
+        for k in range(rank, config["eval_episodes"], size):
+            ret, length, _, _ = rollout(env, actor, episode_seed(seed, 1, generation, k), config["max_episode_steps"])
+            local.append((k, ret, length))
+        rows = sorted(r for part in comm.allgather(local) for r in part)
+        returns = [r[1] for r in rows]
+        return float(np.mean(returns)), returns, int(sum(r[2] for r in rows))
+
+    t_start = time.time()
+    eval_return, eval_returns = None, []
+    generation = start_gen
+    for generation in range(start_gen, config["generations"]):
+        t_gen = time.time()
+        center = theta_0 + project(x)
+        local_rows, local_obs, local_steps = [], [], 0
+        for i in range(rank, pairs, size):
+            eps = perturbation(seed, generation, i, n_opt)
+            delta = sigma * project(eps)
+            env_seed = episode_seed(seed, 0, generation, i)
+            row, sums = [i], []
+            for sign in (1.0, -1.0):
+                actor.set_params(center + sign * delta, obs_stats, reference)
+                ret, length, s, ssq = rollout(env, actor, env_seed, config["max_episode_steps"],
+                                              record_obs=obs_stats is not None,
+                                              action_noise=config["action_noise"],
+                                              noise_seed=episode_seed(seed, 2, generation, 2 * i + (sign < 0)))
+                row += [ret, length]
+                sums.append((s, ssq))
+                local_steps += length
+            local_rows.append(row)
+            if obs_stats is not None:
+                local_obs.append(np.concatenate([(sums[0][0] + sums[1][0]).ravel(),
+                                                 (sums[0][1] + sums[1][1]).ravel(), [row[2] + row[4]]]))
+        payload = (np.array(local_rows, dtype=np.float64).reshape(-1, 5),
+                   np.array(local_obs, dtype=np.float64) if local_obs else None)
+        gathered = comm.allgather(payload)
+        comm_bytes = sum(p[0].nbytes + (p[1].nbytes if p[1] is not None else 0) for p in gathered)
+        rows = np.concatenate([p[0] for p in gathered])
+        order = np.argsort(rows[:, 0], kind="stable")
+        rows = rows[order]
+        returns = rows[:, [1, 3]]
+        shaped = centered_ranks(returns)
+        eps_all = np.stack([perturbation(seed, generation, int(i), n_opt) for i in rows[:, 0]])
+        # the reference code's scale: sum (w+ - w-) eps / (2 n), i.e. without the 1 / sigma
+        grad = mirrored_gradient(eps_all, shaped[:, 0], shaped[:, 1], sigma) * sigma
+        x = x + adam.step(grad - config["l2"] * x)
+        if obs_stats is not None:
+            obs_rows = np.concatenate([p[1] for p in gathered if p[1] is not None])[order]
+            n_obs = int(np.prod(obs_shape))
+            for r in obs_rows:  # in pair order: the same float sums on every rank
+                obs_stats.add(r[:n_obs].reshape(obs_shape), r[n_obs:2 * n_obs].reshape(obs_shape), r[-1])
+        gen_steps = int(rows[:, [2, 4]].sum())
+        timesteps += gen_steps
+        episodes += 2 * len(rows)
+        gen_time = time.time() - t_gen
+        row = {"generation": generation, "timesteps": timesteps, "episodes": episodes,
+               "return_mean": float(returns.mean()), "return_max": float(returns.max()),
+               "return_min": float(returns.min()), "theta_d_norm": float(np.linalg.norm(x)),
+               "steps_per_s": gen_steps / max(gen_time, 1e-9),
+               "steps_per_s_per_rank": local_steps / max(gen_time, 1e-9), "comm_bytes": comm_bytes}
+        last = generation + 1 == config["generations"]
+        stop = False
+        if (generation + 1) % config["eval_every"] == 0 or last:
+            eval_return, eval_returns, eval_steps = evaluate(theta_0 + project(x), generation)
+            timesteps += eval_steps
+            row["eval_return"] = eval_return
+            target = config["target_return"]
+            stop = target is not None and eval_return >= target
+        row["wall_time_s"] = elapsed_before + time.time() - t_start
+        if rank == 0:
+            run.log(row)
+            if not quiet:
+                ev = f" eval {eval_return:8.2f}" if "eval_return" in row else ""
+                print(f"gen {generation:4d} steps {timesteps:9d} return mean {row['return_mean']:8.2f} "
+                      f"max {row['return_max']:8.2f}{ev}", file=sys.stderr)
+            if (generation + 1) % config["checkpoint_every"] == 0 or last or stop:
+                state = {"x": x, **adam.state(), "generation": np.array(generation + 1),
+                         "timesteps": np.array(timesteps), "episodes": np.array(episodes),
+                         "elapsed": np.array(row["wall_time_s"]), "seed": np.array(seed)}
+                if obs_stats is not None:
+                    state.update(obs_stats.state())
+                tmp = out / f".checkpoint.tmp{os.getpid()}.npz"
+                np.savez(tmp, **state)
+                tmp.replace(ckpt_path)
+        if stop:
+            break
+    if eval_return is None:  # resumed a run that had already finished its generations
+        eval_return, eval_returns, _ = evaluate(theta_0 + project(x), generation)
+    wall = elapsed_before + time.time() - t_start
+    summary = {"task": config["task"], "trainer": "es", "env": config["env"], "D": D,
+               "d": None if config["dim"] == "full" else n_opt, "dim": config["dim"],
+               "projection": None if config["dim"] == "full" else proj.kind, "seed": seed,
+               "metric": "eval_return", "value": eval_return, "eval_returns": eval_returns,
+               "metric_min": metric_min(config["env"]), "timesteps": timesteps, "episodes": episodes,
+               "generations": generation + 1, "wall_time_s": wall, "n_ranks": size}
+    if rank == 0:
+        atomic_save_npy(out / "theta_d.npy", x.astype(np.float32))
+        run.write_summary(summary)
+    comm.Barrier()
+    env.close()
+    return summary
+
+
+def load_run_config(run_dir: str | Path) -> dict:
+    """The resolved config of an existing run directory (for --resume)."""
+    path = Path(run_dir) / "config.json"
+    if not path.exists():
+        raise ConfigError(f"cannot resume: {path} not found")
+    config = read_json(path)
+    for key in ("D", "d", "projection_kind", "n_ranks"):
+        config.pop(key, None)
+    return config
