@@ -18,6 +18,9 @@ COMMANDS: dict[str, str] = {
     "info": "rlsub.commands.info",
     "dqn": "rlsub.commands.dqn",
     "es": "rlsub.commands.es",
+    "sweep": "rlsub.commands.sweep",
+    "compare-tasks": "rlsub.commands.compare_tasks",
+    "train": "rlsub.commands.train",
 }
 
 

@@ -1,0 +1,28 @@
+"""``rlsub sweep``: d values x seeds plus the full-space baseline, resumable, printing d_int90."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+
+HELP = "sweep d (grid or adaptive) for one trainer and measure d_int90"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--config", required=True, help="sweep config (configs/sweeps/*.yaml)")
+    p.add_argument("--results", default="results", help="results root; the sweep writes RESULTS/<name>/")
+    p.add_argument("--quiet", action="store_true")
+
+
+def run(args) -> int:
+    from rlsub import sweep
+
+    config = sweep.resolve(args.config, args.results)
+    command = "rlsub " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    summary = sweep.run_sweep(config, command=command, quiet=args.quiet)
+    from mpi4py import MPI
+
+    if MPI.COMM_WORLD.Get_rank() == 0:
+        print(sweep.format_result(summary))
+        print(f"results: {config['results']}/summary.json")
+    return 0

@@ -1,0 +1,145 @@
+import json
+import math
+
+import fake_trainer
+import pytest
+
+from rlsub import sweep, trainers
+from rlsub.config import ConfigError
+from rlsub.report import compare_tasks
+
+
+@pytest.fixture
+def fake(monkeypatch, tmp_path):
+    monkeypatch.setitem(trainers.TRAINERS, "fake", "fake_trainer")
+    fake_trainer.CALLS.clear()
+    (tmp_path / "fake.yaml").write_text("knee: 100\n")
+    return tmp_path
+
+
+def write_sweep(tmp_path, name="fake_sweep", **fields):
+    body = {"trainer": "fake", "config": str(tmp_path / "fake.yaml"), "dims": [10, 50, 80, 100, 200],
+            "seeds": [0, 1, 2], "bootstrap": 200, **fields}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text("\n".join(f"{k}: {json.dumps(v)}" for k, v in body.items()) + "\n")
+    return path
+
+
+def points(curve, baseline, metric_min=0.0):
+    rows = [{"dim": "full", "seed": s, "value": v, "metric_min": metric_min} for s, v in enumerate(baseline)]
+    for d, values in curve.items():
+        rows += [{"dim": d, "seed": s, "value": v, "metric_min": metric_min} for s, v in enumerate(values)]
+    return rows
+
+
+def test_d_int_exact_grid_and_interpolation():
+    d, interp = sweep.d_int([1, 2, 4, 8], [0.1, 0.5, 0.95, 1.0], 0.9)
+    assert d == 4
+    assert interp == pytest.approx(2 * 2 ** (0.4 / 0.45))
+    assert sweep.d_int([1, 2], [0.95, 1.0], 0.9) == (1, 1.0)
+    assert sweep.d_int([1, 2, 4], [0.1, 0.2, 0.3], 0.9) == (None, None)
+
+
+def test_analyse_shifts_rl_returns_by_their_minimum():
+    # Pong-like: returns in [-21, 21]; baseline 19 -> threshold -21 + 0.9 * 40 = 15
+    rows = points({100: [-21, -20], 1000: [10, 12], 3000: [16, 18]}, [19, 19], metric_min=-21)
+    a = sweep.analyse(rows, 0.9, n_boot=0)
+    assert a["threshold"] == pytest.approx(15.0)
+    assert a["d_int90"] == 3000
+    assert a["d_int90_interp"] == pytest.approx(math.exp(math.log(1000) + (15 - 11) / (17 - 11) * math.log(3)))
+
+
+def test_analyse_curve_that_never_reaches_threshold():
+    a = sweep.analyse(points({10: [0.1, 0.2], 20: [0.3, 0.3]}, [1.0, 1.0]), 0.9, n_boot=50)
+    assert a["reached"] is False and a["d_int90"] is None
+    assert a["bootstrap"]["unreached_frac"] == 1.0 and a["bootstrap"]["median"] is None
+
+
+def test_analyse_noisy_seeds_gives_a_bootstrap_range():
+    a = sweep.analyse(points({10: [0.5, 0.7, 0.6], 20: [0.8, 0.95, 0.85], 40: [0.95, 1.0, 0.97]},
+                             [1.0, 0.98, 1.02]), 0.9, n_boot=500)
+    # means: 0.6, 0.8667, 0.9733; threshold 0.9 -> grid 40, interpolated between 20 and 40
+    assert a["d_int90"] == 40
+    assert 20 < a["d_int90_interp"] < 40
+    boot = a["bootstrap"]
+    assert boot["p16"] <= a["d_int90_interp"] <= boot["p84"]
+    assert 0 <= boot["unreached_frac"] < 0.5
+
+
+def test_grid_sweep_finds_knee(fake):
+    config = sweep.resolve(write_sweep(fake), fake / "results")
+    summary = sweep.run_sweep(config, quiet=True)
+    # value = min(1, d/100): 90% of the baseline (1.0) first at d = 100; interpolated 80 -> 100 on log d
+    assert summary["d_int90"] == 100
+    assert summary["d_int90_interp"] == pytest.approx(math.exp(math.log(80) + 0.5 * math.log(100 / 80)))
+    lines = (fake / "results" / "fake_sweep" / "points.jsonl").read_text().splitlines()
+    assert len(lines) == 3 + 5 * 3
+    assert json.loads((fake / "results" / "fake_sweep" / "summary.json").read_text())["d_int90"] == 100
+
+
+def test_sweep_resumes_after_interruption(fake):
+    (fake / "fake.yaml").write_text("knee: 100\nfail_at_call: 5\n")
+    config = sweep.resolve(write_sweep(fake), fake / "results")
+    with pytest.raises(KeyboardInterrupt):
+        sweep.run_sweep(config, quiet=True)
+    assert len(fake_trainer.CALLS) == 5
+    killed = fake_trainer.CALLS[-1]
+    finished = len((fake / "results" / "fake_sweep" / "points.jsonl").read_text().splitlines())
+    assert finished == 4
+    fake_trainer.CALLS.clear()
+    (fake / "fake.yaml").write_text("knee: 100\n")
+    summary = sweep.run_sweep(config, quiet=True)
+    # the 4 finished points are not run again; the killed one is
+    assert len(fake_trainer.CALLS) == 18 - 4
+    assert fake_trainer.CALLS[0] == killed
+    assert summary["n_points"] == 18 and summary["d_int90"] == 100
+
+
+def test_adaptive_search_needs_fewer_runs_than_a_dense_grid(fake):
+    (fake / "fake.yaml").write_text("knee: 300\n")
+    config = sweep.resolve(write_sweep(fake, mode="adaptive", dims=[], seeds=[0],
+                                       adaptive={"d_min": 1, "d_max": 1000, "ratio": 1.1, "max_dims": 20}),
+                           fake / "results")
+    summary = sweep.run_sweep(config, quiet=True)
+    dims = [c["dim"] for c in summary["curve"]]
+    assert len(dims) <= 12  # a grid with 10% spacing over 1..1000 needs ~73 points
+    # true d_int90 = 270; the bracket ends within 10%
+    assert 270 <= summary["d_int90"] <= 297
+    below = max(d for d in dims if d < summary["d_int90"])
+    assert below < 270 and summary["d_int90"] / below <= 1.1 or summary["d_int90"] - below <= 1
+
+
+def test_bad_sweep_configs(fake):
+    with pytest.raises(ConfigError, match="unknown key 'dimz'"):
+        sweep.resolve(write_sweep(fake, dimz=[1]))
+    with pytest.raises(ConfigError, match="unknown trainer"):
+        sweep.resolve(write_sweep(fake, trainer="nope"))
+    with pytest.raises(ConfigError, match="non-empty 'dims'"):
+        sweep.resolve(write_sweep(fake, dims=[]))
+
+
+def test_report_from_fixture_results(fake):
+    results = fake / "results"
+    for name, knee, paper_task in [("mnist", 700, "mnist_fc"), ("cp", 5, "cartpole_es")]:
+        (fake / "fake.yaml").write_text(f"knee: {knee}\n")
+        dims = [1, 2, 4, 5, 8] if knee == 5 else [100, 400, 630, 700, 1000]
+        config = sweep.resolve(write_sweep(fake, name=name, dims=dims, seeds=[0], paper_task=paper_task), results)
+        sweep.run_sweep(config, quiet=True)
+    out, rows = compare_tasks(results)
+    text = out.read_text()
+    by_key = {r["key"]: r for r in rows}
+    mnist, cp = by_key["mnist_fc"], by_key["cartpole_es"]
+    # value = min(1, d / knee): 90% of the baseline exactly at d = 0.9 knee (630) for MNIST; d = 5 for CartPole
+    assert mnist["d_int90"] == 630 and cp["d_int90"] == 5
+    assert cp["ratio_mnist"] == pytest.approx(cp["d_int90_interp"] / mnist["d_int90_interp"])
+    assert cp["compression"] == pytest.approx(1000 / cp["d_int90_interp"])
+    assert not by_key["pong_es"]["measured"]
+    assert "rlsub sweep --config configs/sweeps/pong_es.yaml" in text
+    assert "| CartPole, ES, MLP 4-20-20-2 | RL | 1,000 | 5 (" in text
+    assert "x easier" in cp_row(text)
+    assert (results / "plots" / "curves.png").stat().st_size > 1000
+    assert (results / "plots" / "d_int90.png").stat().st_size > 1000
+
+
+def cp_row(text):
+    return next(line for line in text.splitlines() if line.startswith("| CartPole, ES"))
