@@ -1,0 +1,52 @@
+"""``rlsub train``: supervised image classification (MNIST, CIFAR-10) in a random subspace."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+
+from rlsub.errors import UserError
+
+HELP = "train an image classifier (MNIST, CIFAR-10) in a random subspace, or in full space"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--config", help="YAML config (configs/supervised/*.yaml); keys as in "
+                   "rlsub.supervised.trainer.DEFAULTS")
+    p.add_argument("--dim", help="subspace dimension d, or 'full' for the full-space baseline")
+    p.add_argument("--projection", choices=["dense", "sparse", "fastfood", "auto"])
+    p.add_argument("--seed", type=int, help="seed of theta_0, P, the batch order and the data variants")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--subset", type=int, help="train on N examples drawn from the training set")
+    p.add_argument("--lr", type=float, help="Adam step size (for theta_d, and for --dim full as well)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--threads", type=int, help="torch CPU threads (default 1)")
+    p.add_argument("--data-dir", help="data folder holding mnist/ and cifar10/ (default $RLSUB_DATA, "
+                   "else ~/.cache/rlsub/data)")
+    p.add_argument("--out", help="run directory (default runs/<task>__supervised__d<dim>__s<seed>__<time>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last epoch")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+
+
+def run(args) -> int:
+    from rlsub.supervised import trainer
+
+    command = "rlsub " + shlex.join(sys.argv[1:])
+
+    overrides = {"dim": args.dim, "projection": args.projection, "seed": args.seed, "epochs": args.epochs,
+                 "subset": args.subset, "lr": args.lr, "full_lr": args.lr, "batch_size": args.batch_size,
+                 "threads": args.threads, "data_dir": args.data_dir}
+    if args.resume:
+        if args.config or args.out:
+            raise UserError("--resume takes its config and directory from RUN_DIR; drop --config/--out")
+        base = trainer.load_run_config(args.resume)
+        config = trainer.resolve(None, trainer.merge(base, {k: v for k, v in overrides.items() if v is not None},
+                                                     "command line"))
+        summary = trainer.train(config, args.resume, resume=True, quiet=args.quiet, command=command)
+    else:
+        config = trainer.resolve(args.config, overrides)
+        summary = trainer.train(config, args.out, quiet=args.quiet, command=command)
+    print(f"{summary['task']}: d={summary['dim']} seed={summary['seed']} test acc "
+          f"{summary['test_accuracy']:.4f} train acc {summary['train_accuracy']:.4f} after "
+          f"{summary['epochs']} epochs, {summary['wall_time_s']:.1f} s [{summary['data_description']}]")
+    return 0

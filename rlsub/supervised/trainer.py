@@ -1,0 +1,263 @@
+"""Supervised image classification with theta_d (or, for ``dim: full``, all D parameters) trained by Adam.
+
+The trainer behind ``rlsub train`` (contract: :mod:`rlsub.trainers`). One epoch is one pass over
+the training set in minibatches whose order comes from a ``torch.Generator`` seeded by the run
+seed; theta_0 (the network's init) and P also come from the seed, so a config and a seed give the
+same theta_d bit for bit (on the same machine and thread count). After each epoch the test set is
+evaluated; at the end the whole training set is evaluated too, in eval mode, so that memorisation
+tasks (shuffled labels) can use ``train_accuracy`` as their metric. Accuracies are higher-is-better
+and lie in [0, 1] (``metric_min = 0``).
+
+The run directory holds ``config.json``, ``metrics.jsonl`` (one row per epoch), ``summary.json``,
+``theta_d.npy`` (``theta_D.npy``, the flat parameters, for full-space runs) and ``checkpoint.pt``
+(the state after the last finished epoch, for ``resume``).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from rlsub.config import ConfigError, load_yaml, merge
+from rlsub.rundir import RunDir, read_json
+from rlsub.subspace import SubspaceModel
+from rlsub.supervised.data import ImageData, data_root, load_dataset
+from rlsub.trainers import build_network, parse_dim
+
+DEFAULTS: dict = {
+    "task": None,  # name used in reports and run directories; defaults to "<dataset>_<model>"
+    "dataset": "mnist",  # mnist | cifar10
+    "data_dir": None,  # data folder (else $RLSUB_DATA, else ~/.cache/rlsub/data)
+    "model": "mlp",  # registry name (rlsub.models); input/output sizes come from the data
+    "model_kwargs": {},
+    "dim": 750,  # subspace dimension d, or "full" for the full-space baseline
+    "projection": "fastfood",  # dense | sparse | fastfood | auto
+    "seed": 0,  # drives theta_0, P, the batch order and (unless data_seed is set) the data variants
+    "data_seed": None,  # seed of the data variants (pixel permutation, label shuffling, subset)
+    "epochs": 5,
+    "batch_size": 128,
+    "lr": 1e-3,  # Adam step size for theta_d
+    "full_lr": None,  # Adam step size for dim: full (None: lr); full space wants a smaller step
+    "subset": None,  # train on this many training examples (None: all)
+    "shuffle_pixels": False,  # one fixed permutation of pixel positions, train and test alike
+    "shuffle_labels": 0.0,  # fraction of training labels replaced by random ones
+    "metric": "test_accuracy",  # test_accuracy | train_accuracy (memorisation tasks)
+    "eval_batch_size": 1000,
+    "threads": 1,  # torch CPU threads
+}
+
+METRICS = ("test_accuracy", "train_accuracy")
+
+
+def resolve(config_path: str | None, overrides: dict) -> dict:
+    """The fully resolved config: YAML onto DEFAULTS, then the non-None overrides; ConfigError on bad input."""
+    config = merge(DEFAULTS, load_yaml(config_path), str(config_path)) if config_path else dict(DEFAULTS)
+    config = merge(config, {k: v for k, v in overrides.items() if v is not None}, "command line")
+    config["dim"] = parse_dim(config["dim"])
+    for key in ("epochs", "batch_size", "eval_batch_size", "threads"):
+        _positive_int(config, key)
+    if config["subset"] is not None:
+        _positive_int(config, "subset")
+    if not isinstance(config["seed"], int) or config["seed"] < 0:
+        raise ConfigError(f"seed must be a non-negative integer, got {config['seed']!r}")
+    for key in ("lr", "full_lr"):
+        value = config[key]
+        if (value is not None or key == "lr") and (not isinstance(value, (int, float)) or not value > 0):
+            raise ConfigError(f"{key} must be a positive number, got {value!r}")
+    fraction = config["shuffle_labels"]
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
+        raise ConfigError(f"shuffle_labels must be a fraction in [0, 1], got {fraction!r}")
+    if config["metric"] not in METRICS:
+        raise ConfigError(f"metric must be one of {METRICS}, got {config['metric']!r}")
+    if config["dataset"] not in ("mnist", "cifar10"):
+        raise ConfigError(f"dataset must be 'mnist' or 'cifar10', got {config['dataset']!r}")
+    if config["task"] is None:
+        config["task"] = f"{config['dataset']}_{config['model']}"
+    return config
+
+
+def _positive_int(config: dict, key: str) -> None:
+    value = config[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{key} must be a positive integer, got {value!r}")
+
+
+def default_out(config: dict) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{config['task']}__supervised__d{config['dim']}__s{config['seed']}__{stamp}"
+
+
+def load_data(config: dict) -> ImageData:
+    """The data set a config asks for, variants applied."""
+    seed = config["seed"] if config["data_seed"] is None else config["data_seed"]
+    return load_dataset(config["dataset"], config["data_dir"], seed=seed, subset=config["subset"],
+                        pixels_shuffled=bool(config["shuffle_pixels"]),
+                        labels_shuffled=float(config["shuffle_labels"]))
+
+
+def model_kwargs(config: dict, data: ImageData) -> dict:
+    """The registry model's keyword arguments, input and output sizes filled in from the data."""
+    kwargs = dict(config["model_kwargs"])
+    _, c, h, w = data.x_train.shape
+    if config["model"] == "mlp":
+        kwargs.setdefault("in_dim", c * h * w)
+        kwargs.setdefault("out_dim", data.num_classes)
+    elif config["model"] == "lenet":
+        kwargs.setdefault("in_channels", c)
+        kwargs.setdefault("image_size", h)
+        kwargs.setdefault("num_classes", data.num_classes)
+    return kwargs
+
+
+class Batches:
+    """Images as uint8 tensors, standardised per channel (training-set statistics) batch by batch."""
+
+    def __init__(self, data: ImageData):
+        x = data.x_train.astype(np.float64)
+        mean = x.mean(axis=(0, 2, 3)) / 255.0
+        std = x.std(axis=(0, 2, 3)) / 255.0
+        del x
+        c = data.x_train.shape[1]
+        self.scale = torch.tensor(1.0 / (255.0 * std), dtype=torch.float32).view(1, c, 1, 1)
+        self.shift = torch.tensor(mean / std, dtype=torch.float32).view(1, c, 1, 1)
+        self.x_train, self.y_train = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)
+        self.x_test, self.y_test = torch.from_numpy(data.x_test), torch.from_numpy(data.y_test)
+
+    def images(self, x_u8: torch.Tensor) -> torch.Tensor:
+        return x_u8.float().mul_(self.scale).sub_(self.shift)
+
+
+def _forward_fn(net: nn.Module):
+    """A function x -> logits with the parameters fixed for a whole evaluation pass."""
+    if isinstance(net, SubspaceModel):
+        theta_D = net.theta_D().detach()  # project once, not once per batch
+        return lambda x: net.call_with(theta_D, x)
+    return net
+
+
+@torch.no_grad()
+def accuracy(net: nn.Module, batches: Batches, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> float:
+    """Fraction of ``x`` classified as ``y`` (eval mode)."""
+    net.eval()
+    forward = _forward_fn(net)
+    correct = 0
+    for start in range(0, len(y), batch_size):
+        logits = forward(batches.images(x[start:start + batch_size]))
+        correct += int((logits.argmax(dim=1) == y[start:start + batch_size]).sum())
+    net.train()
+    return correct / len(y)
+
+
+def train(config: dict, out_dir: str | Path | None = None, resume: bool = False, quiet: bool = False,
+          command: str | None = None) -> dict:
+    """Train with ``config`` (from :func:`resolve`); returns the summary written to ``out_dir``.
+
+    ``command``, when given, is recorded in the summary (the command line that started the run).
+
+    Everything that can fail on bad input (data, network, d vs D) happens before the run
+    directory is created, so a failed start leaves nothing behind.
+    """
+    torch.set_num_threads(config["threads"])
+    out = Path(out_dir) if out_dir else default_out(config)
+    ckpt_path = out / "checkpoint.pt"
+    if resume and not ckpt_path.exists():
+        raise ConfigError(f"cannot resume: no checkpoint in {out}")
+    if not resume and (out / "config.json").exists():
+        raise ConfigError(f"{out} already holds a run; choose another --out (or resume it)")
+    data = load_data(config)
+    seed, dim = config["seed"], config["dim"]
+    net, D, d = build_network(config["model"], model_kwargs(config, data), seed, dim,
+                              config["projection"], seed)
+    batches = Batches(data)
+    lr = config["full_lr"] if d is None and config["full_lr"] is not None else config["lr"]
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+    order_gen = torch.Generator().manual_seed(seed)
+    start_epoch, elapsed_before = 0, 0.0
+    run = RunDir(out)
+    if resume:
+        state = torch.load(ckpt_path, weights_only=False)
+        net.load_state_dict(state["net"])
+        optimizer.load_state_dict(state["optimizer"])
+        order_gen.set_state(state["order_gen"])
+        start_epoch, elapsed_before = state["epoch"], state["elapsed"]
+        run.truncate_metrics(start_epoch, "epoch")
+    else:
+        run.write_config({**config, "D": D, "d": d, "data_source": data.source})
+    if not quiet:
+        print(f"train: {config['task']} D={D} d={dim} projection={config['projection'] if d else None} "
+              f"seed={seed} data={data.describe} -> {out}", file=sys.stderr)
+
+    n, bs = len(batches.y_train), config["batch_size"]
+    t_start = time.time()
+    test_acc = None
+    net.train()
+    for epoch in range(start_epoch, config["epochs"]):
+        t_epoch = time.time()
+        perm = torch.randperm(n, generator=order_gen)
+        loss_sum, correct = 0.0, 0
+        steps = range(0, n, bs)
+        bar = tqdm(steps, desc=f"epoch {epoch + 1}/{config['epochs']}", file=sys.stderr, leave=False,
+                   disable=True if quiet else None)
+        for start in bar:
+            idx = perm[start:start + bs]
+            x, y = batches.images(batches.x_train[idx]), batches.y_train[idx]
+            logits = net(x)
+            loss = F.cross_entropy(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += float(loss.detach()) * len(idx)
+            correct += int((logits.argmax(dim=1) == y).sum())
+        if not math.isfinite(loss_sum):
+            print(f"train: warning: the training loss is {loss_sum} in epoch {epoch + 1}; lower lr",
+                  file=sys.stderr)
+        train_time = time.time() - t_epoch
+        test_acc = accuracy(net, batches, batches.x_test, batches.y_test, config["eval_batch_size"])
+        row = {"epoch": epoch, "train_loss": loss_sum / n, "train_acc_running": correct / n,
+               "test_acc": test_acc, "epoch_train_time_s": train_time,
+               "wall_time_s": elapsed_before + time.time() - t_start}
+        run.log(row)
+        if not quiet:
+            print(f"epoch {epoch + 1:3d}/{config['epochs']} loss {row['train_loss']:.4f} "
+                  f"train acc {row['train_acc_running']:.4f} test acc {test_acc:.4f} "
+                  f"({train_time:.1f} s)", file=sys.stderr)
+        tmp = out / ".checkpoint.pt.tmp"
+        torch.save({"net": net.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
+                    "order_gen": order_gen.get_state(), "elapsed": row["wall_time_s"]}, tmp)
+        tmp.replace(ckpt_path)
+    if test_acc is None:  # resumed a run that had already finished its epochs
+        test_acc = accuracy(net, batches, batches.x_test, batches.y_test, config["eval_batch_size"])
+    train_acc = accuracy(net, batches, batches.x_train, batches.y_train, config["eval_batch_size"])
+    wall = elapsed_before + time.time() - t_start
+    values = {"test_accuracy": test_acc, "train_accuracy": train_acc}
+    summary = {"task": config["task"], "trainer": "supervised", "dataset": config["dataset"],
+               "model": config["model"], "D": D, "d": d, "dim": dim,
+               "projection": config["projection"] if d else None, "seed": seed,
+               "metric": config["metric"], "value": values[config["metric"]], "metric_min": 0.0,
+               "test_accuracy": test_acc, "train_accuracy": train_acc, "epochs": config["epochs"],
+               "batch_size": bs, "lr": lr, "train_examples": n,
+               "wall_time_s": wall, "threads": config["threads"],
+               "data_source": data.source, "data_description": data.describe,
+               "data_dir": str(data_root(config["data_dir"])), "command": command}
+    if d is None:
+        run.save_theta(nn.utils.parameters_to_vector(net.parameters()).detach().numpy(), "theta_D.npy")
+    else:
+        run.save_theta(net.get_flat())
+    run.write_summary(summary)
+    return summary
+
+
+def load_run_config(run_dir: str | Path) -> dict:
+    """The resolved config of an existing run directory (for resuming it), derived keys dropped."""
+    path = Path(run_dir) / "config.json"
+    if not path.exists():
+        raise ConfigError(f"cannot resume: {path} not found")
+    return {k: v for k, v in read_json(path).items() if k in DEFAULTS}
