@@ -156,6 +156,16 @@ def accuracy(net: nn.Module, batches: Batches, x: torch.Tensor, y: torch.Tensor,
     return correct / len(y)
 
 
+def train_step(net: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
+    """One Adam step on the minibatch (x, y): returns its mean loss and how many it classified right."""
+    logits = net(x)
+    loss = F.cross_entropy(logits, y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach()), int((logits.detach().argmax(dim=1) == y).sum())
+
+
 def train(config: dict, out_dir: str | Path | None = None, resume: bool = False, quiet: bool = False,
           command: str | None = None) -> dict:
     """Train with ``config`` (from :func:`resolve`); returns the summary written to ``out_dir``.
@@ -208,14 +218,9 @@ def train(config: dict, out_dir: str | Path | None = None, resume: bool = False,
                    disable=True if quiet else None)
         for start in bar:
             idx = perm[start:start + bs]
-            x, y = batches.images(batches.x_train[idx]), batches.y_train[idx]
-            logits = net(x)
-            loss = F.cross_entropy(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += float(loss.detach()) * len(idx)
-            correct += int((logits.argmax(dim=1) == y).sum())
+            loss, hits = train_step(net, optimizer, batches.images(batches.x_train[idx]), batches.y_train[idx])
+            loss_sum += loss * len(idx)
+            correct += hits
         if not math.isfinite(loss_sum):
             print(f"train: warning: the training loss is {loss_sum} in epoch {epoch + 1}; lower lr",
                   file=sys.stderr)

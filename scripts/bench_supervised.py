@@ -1,0 +1,193 @@
+"""Speed and memory of subspace training (Fastfood) against full-space training of the same network.
+
+Usage: ``python scripts/bench_supervised.py [--reps 3] [--rounds 2] [--batches 100] [--threads 1]``
+
+Two cases, each side by side in one invocation: MNIST FC 784-200-200-10 at d = 750 and CIFAR-10 FC
+3072-200-200-10 at d = 9,000, both against the full-space network, same batch size and the training
+step of :mod:`rlsub.supervised.trainer` (Adam). Each measurement times ``--batches`` consecutive
+training steps after a warm-up and extrapolates to one epoch (steps per epoch x time per step);
+medians are over ``--rounds`` x ``--reps`` measurements, with the subspace and full-space workers
+run alternately, each in a fresh process so that peak memory (ru_maxrss) is its own. A profile of
+the subspace step splits its time into the projection (P theta_d), its adjoint (P^T g) and the rest.
+
+Writes ``results/benchmarks/supervised.md`` and ``.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CASES = [
+    {"name": "MNIST FC", "config": "configs/supervised/mnist_fc.yaml", "dim": 750},
+    {"name": "CIFAR-10 FC", "config": "configs/supervised/cifar_fc.yaml", "dim": 9000},
+]
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def worker(spec: dict) -> dict:
+    """Time ``reps`` runs of ``batches`` training steps for one (config, dim) in this process."""
+    import torch
+
+    from rlsub.subspace import SubspaceModel
+    from rlsub.supervised import trainer
+
+    torch.set_num_threads(spec["threads"])
+    config = trainer.resolve(str(ROOT / spec["config"]), {"dim": spec["dim"], "threads": spec["threads"]})
+    data = trainer.load_data(config)
+    net, D, d = trainer.build_network(config["model"], trainer.model_kwargs(config, data), 0, config["dim"],
+                                      config["projection"], 0)
+    lr = config["full_lr"] if d is None else config["lr"]
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+    batches = trainer.Batches(data)
+    bs, n = config["batch_size"], len(batches.y_train)
+    gen = torch.Generator().manual_seed(0)
+    rss_setup = _rss_mib()
+
+    def steps(count: int) -> float:
+        t0 = time.perf_counter()
+        for _ in range(count):
+            idx = torch.randint(0, n, (bs,), generator=gen)
+            trainer.train_step(net, optimizer, batches.images(batches.x_train[idx]), batches.y_train[idx])
+        return (time.perf_counter() - t0) / count
+
+    steps(10)  # warm-up
+    per_step = [steps(spec["batches"]) for _ in range(spec["reps"])]
+    result = {"D": D, "d": d, "batch_size": bs, "steps_per_epoch": -(-n // bs), "per_step_s": per_step,
+              "rss_after_setup_mib": rss_setup,
+              "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+              "data_source": data.source}
+    if isinstance(net, SubspaceModel):
+        result["profile"] = _profile(net, batches, bs, gen)
+        result["projection_buffers_mib"] = net.projection.nbytes() / 2**20
+    return result
+
+
+def _profile(net, batches, bs: int, gen, count: int = 30) -> dict:
+    """Seconds per step spent in P theta_d, in P^T g, and in one whole training step."""
+    import torch
+
+    proj = net.projection
+    x = net.theta_d.detach().reshape(1, -1).contiguous()
+    g = torch.randn(1, proj.D, generator=gen)
+
+    def clock(fn) -> float:
+        fn()
+        t0 = time.perf_counter()
+        for _ in range(count):
+            fn()
+        return (time.perf_counter() - t0) / count
+
+    with torch.no_grad():
+        forward = clock(lambda: proj._apply(x))
+        adjoint = clock(lambda: proj._apply_t(g))
+    return {"projection_forward_s": forward, "projection_adjoint_s": adjoint}
+
+
+def run_worker(spec: dict) -> dict:
+    env = dict(os.environ)
+    if not env.get("RLSUB_DATA") and (ROOT.parent / "shared" / "data").is_dir():
+        env["RLSUB_DATA"] = str(ROOT.parent / "shared" / "data")  # the project's shared data folder
+    out = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True,
+                         text=True, check=True, env=env)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=3, help="measurements per worker process")
+    parser.add_argument("--rounds", type=int, default=2, help="worker processes per side (alternating)")
+    parser.add_argument("--batches", type=int, default=100, help="training steps per measurement")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--cases", default="all", help="'all', 'mnist' or 'cifar'")
+    parser.add_argument("--out", type=Path, default=Path("results/benchmarks/supervised"))
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return
+    started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    cases = [c for c in CASES if args.cases == "all" or args.cases in c["name"].lower()]
+    report = {"command": "python " + " ".join([sys.argv[0], *sys.argv[1:]]), "date": started,
+              "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                          "cpus": os.cpu_count(), "python": platform.python_version()},
+              "threads": args.threads, "batches_per_measurement": args.batches, "cases": []}
+    for case in cases:
+        sides = {"subspace": [], "full": []}
+        for _ in range(args.rounds):
+            for side, dim in (("subspace", case["dim"]), ("full", "full")):
+                spec = {"config": case["config"], "dim": dim, "threads": args.threads, "reps": args.reps,
+                        "batches": args.batches}
+                sides[side].append(run_worker(spec))
+                print(f"{case['name']} {side}: {sides[side][-1]['per_step_s']}", file=sys.stderr)
+        entry = {"name": case["name"], "config": case["config"], "d": case["dim"]}
+        for side, runs in sides.items():
+            per_step = [t for r in runs for t in r["per_step_s"]]
+            med = statistics.median(per_step)
+            entry[side] = {"median_step_s": med, "median_epoch_s": med * runs[0]["steps_per_epoch"],
+                           "all_step_s": per_step, "peak_rss_mib": max(r["peak_rss_mib"] for r in runs),
+                           "rss_after_setup_mib": max(r["rss_after_setup_mib"] for r in runs),
+                           "D": runs[0]["D"], "batch_size": runs[0]["batch_size"],
+                           "steps_per_epoch": runs[0]["steps_per_epoch"], "data_source": runs[0]["data_source"]}
+            if "profile" in runs[0]:
+                entry[side]["projection_forward_s"] = statistics.median(r["profile"]["projection_forward_s"] for r in runs)
+                entry[side]["projection_adjoint_s"] = statistics.median(r["profile"]["projection_adjoint_s"] for r in runs)
+                entry[side]["projection_buffers_mib"] = runs[0]["projection_buffers_mib"]
+        entry["time_ratio"] = entry["subspace"]["median_step_s"] / entry["full"]["median_step_s"]
+        report["cases"].append(entry)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    args.out.with_suffix(".md").write_text(markdown(report))
+    print(f"wrote {args.out.with_suffix('.md')} and .json")
+
+
+def markdown(report: dict) -> str:
+    m = report["machine"]
+    lines = [
+        "# Supervised training speed: Fastfood subspace vs full space",
+        "",
+        f"Generated by `scripts/bench_supervised.py` on {report['date']}: `{report['command']}`.",
+        f"Machine: {m['platform']}, {m['cpus']} CPUs (shared with other work), {report['threads']} torch "
+        f"thread(s). Time per epoch is extrapolated: the median time of one training step (Adam, the "
+        f"trainer's own step) over measurements of {report['batches_per_measurement']} consecutive steps, "
+        "times the steps in one epoch. Peak memory is the worker process's peak RSS (it includes "
+        "torch itself and the uint8 data set); `setup` is its RSS after loading data and building the model.",
+        "",
+        "| case | side | D | d | batch | median s/step | s/epoch (extrapolated) | peak RSS MiB | RSS after setup MiB | data |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in report["cases"]:
+        for side in ("subspace", "full"):
+            s = c[side]
+            d = c["d"] if side == "subspace" else "full"
+            lines.append(f"| {c['name']} | {side} | {s['D']:,} | {d} | {s['batch_size']} | {s['median_step_s'] * 1e3:.2f} ms | "
+                         f"{s['median_epoch_s']:.2f} | {s['peak_rss_mib']:.0f} | {s['rss_after_setup_mib']:.0f} | "
+                         f"{s['data_source']} |")
+    lines += ["", "| case | subspace / full time | target | P theta_d per step | P^T g per step | projection share of the subspace step | projection buffers |",
+              "|---|---|---|---|---|---|---|"]
+    for c in report["cases"]:
+        s = c["subspace"]
+        proj = s["projection_forward_s"] + s["projection_adjoint_s"]
+        verdict = "met" if c["time_ratio"] <= 1.5 else "missed"
+        lines.append(f"| {c['name']} (d = {c['d']:,}) | {c['time_ratio']:.2f}x | <= 1.5x ({verdict}) | "
+                     f"{s['projection_forward_s'] * 1e3:.2f} ms | {s['projection_adjoint_s'] * 1e3:.2f} ms | "
+                     f"{proj / s['median_step_s']:.0%} | {s['projection_buffers_mib']:.1f} MiB |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
