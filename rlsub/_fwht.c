@@ -97,8 +97,7 @@ static void fwht(float *x, int64_t n) {
 
 /* Fastfood's two gathers, fused with their diagonal scalings (the caller checks shapes):
  *   gather_mul: out[b, k] = src[b, idx[k]] * g[k]                        (k < n_out)
- *   gather_blocksum: out[b, c] = sum_a src[b, idx[a m + c]] * g[a m + c] (c < m, n_in = blocks * m)
- * src holds batch rows of n_src floats; idx and g have n_out (n_in) entries. */
+ * src holds batch rows of n_src floats; idx and g have n_out entries. */
 static void gather_mul(float *out, const float *src, const int32_t *idx, const float *g,
                        int64_t n_out, int64_t n_src, int64_t batch) {
     for (int64_t b = 0; b < batch; b++) {
@@ -108,31 +107,33 @@ static void gather_mul(float *out, const float *src, const int32_t *idx, const f
     }
 }
 
-static void gather_blocksum(float *out, const float *src, const int32_t *idx, const float *g,
-                            int64_t n_in, int64_t n_src, int64_t m, int64_t batch) {
+/* The adjoint of gather_mul: out[b, c] = sum_{k: idx[k] = c} src[b, k] * g[k] (c < m).
+ * src is read in order and out (m floats) stays in cache, unlike a gather through the inverse
+ * permutation, whose reads jump across the whole vector. */
+static void scatter_add(float *out, const float *src, const int32_t *idx, const float *g,
+                        int64_t n_in, int64_t m, int64_t batch) {
     for (int64_t b = 0; b < batch; b++) {
         float *restrict o = out + b * m;
-        const float *restrict v = src + b * n_src;
+        const float *restrict v = src + b * n_in;
         for (int64_t c = 0; c < m; c++) o[c] = 0.0f;
-        for (int64_t a = 0; a < n_in; a += m)
-            for (int64_t c = 0; c < m; c++) o[c] += v[idx[a + c]] * g[a + c];
+        for (int64_t k = 0; k < n_in; k++) o[idx[k]] += v[k] * g[k];
     }
 }
 
 /* gather_mul_(out, src, idx, g, n_idx, n_src, 1, batch) and
- * gather_blocksum_(out, src, idx, g, n_idx, n_src, m, batch): addresses of float32 / int32 data. */
+ * scatter_add_(out, src, idx, g, n_idx, n_idx, m, batch): addresses of float32 / int32 data. */
 static PyObject *py_gather(PyObject *self, PyObject *args, int blocksum) {
     unsigned long long out, src, idx, g;
     long long n1, n_src, n2, batch;
     if (!PyArg_ParseTuple(args, "KKKKLLLL", &out, &src, &idx, &g, &n1, &n_src, &n2, &batch)) return NULL;
-    if (n1 < 0 || n_src < 1 || n2 < 1 || batch < 0 || (blocksum && n1 % n2 != 0)) {
+    if (n1 < 0 || n_src < 1 || n2 < 1 || batch < 0 || (blocksum && n_src != n1)) {
         PyErr_SetString(PyExc_ValueError, "gather: bad sizes");
         return NULL;
     }
     Py_BEGIN_ALLOW_THREADS
     if (blocksum)
-        gather_blocksum((float *)(uintptr_t)out, (const float *)(uintptr_t)src,
-                        (const int32_t *)(uintptr_t)idx, (const float *)(uintptr_t)g, n1, n_src, n2, batch);
+        scatter_add((float *)(uintptr_t)out, (const float *)(uintptr_t)src,
+                    (const int32_t *)(uintptr_t)idx, (const float *)(uintptr_t)g, n1, n2, batch);
     else
         gather_mul((float *)(uintptr_t)out, (const float *)(uintptr_t)src,
                    (const int32_t *)(uintptr_t)idx, (const float *)(uintptr_t)g, n1, n_src, batch);
@@ -141,7 +142,7 @@ static PyObject *py_gather(PyObject *self, PyObject *args, int blocksum) {
 }
 
 static PyObject *py_gather_mul(PyObject *self, PyObject *args) { return py_gather(self, args, 0); }
-static PyObject *py_gather_blocksum(PyObject *self, PyObject *args) { return py_gather(self, args, 1); }
+static PyObject *py_scatter_add(PyObject *self, PyObject *args) { return py_gather(self, args, 1); }
 
 /* fwht_(address, n, batch): transforms batch contiguous vectors of n floats at address, in place. */
 static PyObject *py_fwht(PyObject *self, PyObject *args) {
@@ -168,8 +169,8 @@ static PyMethodDef methods[] = {
      "fwht_(address, n, batch): in-place unnormalised Walsh-Hadamard transform of float32 data."},
     {"gather_mul_", py_gather_mul, METH_VARARGS,
      "gather_mul_(out, src, idx, g, n_out, n_src, 1, batch): out[b,k] = src[b,idx[k]] * g[k]."},
-    {"gather_blocksum_", py_gather_blocksum, METH_VARARGS,
-     "gather_blocksum_(out, src, idx, g, n_in, n_src, m, batch): out[b,c] = sum_a src[b,idx[am+c]] g[am+c]."},
+    {"scatter_add_", py_scatter_add, METH_VARARGS,
+     "scatter_add_(out, src, idx, g, n_in, n_in, m, batch): out[b,c] = sum_{k: idx[k]=c} src[b,k] g[k]."},
     {NULL, NULL, 0, NULL},
 };
 

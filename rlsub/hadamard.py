@@ -88,12 +88,13 @@ def gather_mul(src: torch.Tensor, idx: torch.Tensor, g: torch.Tensor) -> torch.T
 
 
 @torch.no_grad()
-def gather_blocksum(src: torch.Tensor, idx: torch.Tensor, g: torch.Tensor, m: int) -> torch.Tensor:
-    """out[b, c] = sum_a src[b, idx[a m + c]] * g[a m + c]: [n, s] -> [n, m] (idx int32, len a multiple of m)."""
-    n, size = src.shape[0], idx.numel()
+def scatter_add(src: torch.Tensor, idx: torch.Tensor, g: torch.Tensor, m: int) -> torch.Tensor:
+    """The adjoint of gather_mul: out[b, c] = sum_{k: idx[k] = c} src[b, k] * g[k]: [n, K] -> [n, m]."""
+    n = src.shape[0]
     if _use_kernel(src, idx, g):
         out = torch.empty(n, m, dtype=torch.float32)
-        _kernel.gather_blocksum_(out.data_ptr(), src.data_ptr(), idx.data_ptr(), g.data_ptr(), size,
-                                 src.shape[1], m, n)
+        _kernel.scatter_add_(out.data_ptr(), src.data_ptr(), idx.data_ptr(), g.data_ptr(), idx.numel(),
+                             idx.numel(), m, n)
         return out
-    return (src[:, idx.long()] * g).view(n, size // m, m).sum(dim=1)
+    out = torch.zeros(n, m, dtype=src.dtype, device=src.device)
+    return out.index_add_(1, idx.long(), src * g)

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from rlsub.errors import UserError
-from rlsub.hadamard import fwht_, gather_blocksum, gather_mul, next_power_of_two
+from rlsub.hadamard import fwht_, gather_mul, next_power_of_two, scatter_add
 
 GiB = 1024**3
 
@@ -96,7 +96,14 @@ class Projection(nn.Module):
 
     def nbytes(self) -> int:
         """Bytes held in this projection's buffers."""
-        return sum(b.numel() * b.element_size() for b in self.buffers())
+        total = 0
+        for b in self.buffers():
+            if b.layout == torch.sparse_csr:
+                parts = (b.values(), b.crow_indices(), b.col_indices())
+                total += sum(p.numel() * p.element_size() for p in parts)
+            else:
+                total += b.numel() * b.element_size()
+        return total
 
     def extra_repr(self) -> str:
         return f"kind={self.kind}, D={self.D}, d={self.d}, seed={self.seed}"
@@ -194,7 +201,7 @@ class FastfoodProjection(Projection):
     entries, and since H_LL = H_(LL/m) (x) H_m, ``H_LL`` of it is the size-m transform tiled LL/m
     times; the adjoint needs only the first m outputs of an H_LL, which are the size-m transform of
     the sum of the LL/m blocks. Forward and backward each cost one size-LL and one size-m transform,
-    memory stays O(LL) (two index vectors and G), and the adjoint ``B H Pi^T G H`` is explicit.
+    memory stays O(LL) (one int32 index vector and G), and the adjoint ``B H Pi^T G H`` is explicit.
     """
 
     kind = "fastfood"
@@ -207,13 +214,9 @@ class FastfoodProjection(Projection):
         b = rng.integers(0, 2, size=self.d, dtype=np.int8).astype(np.float32) * 2 - 1
         perm = rng.permutation(self.LL)
         g = rng.standard_normal(self.LL, dtype=np.float32)
-        inv = np.empty_like(perm)
-        inv[perm] = np.arange(self.LL)
-        # w_k = G_k * z[perm_k mod m]; the adjoint gathers with the inverse permutation.
+        # w_k = G_k * z[perm_k mod m]; the adjoint scatters back: z_c = sum_{k: perm_k mod m = c} G_k q_k.
         self.register_buffer("gather_idx", torch.from_numpy((perm % self.m).astype(np.int32)))
         self.register_buffer("G", torch.from_numpy(g))
-        self.register_buffer("inv_perm", torch.from_numpy(inv.astype(np.int32)))
-        self.register_buffer("G_inv", torch.from_numpy(g[inv]))
         scale = 1.0 / (float(np.linalg.norm(g.astype(np.float64))) * math.sqrt(self.D))
         self.register_buffer("col_scale", torch.from_numpy(b * np.float32(scale)))
         self.exact_norms = self.d * self.LL <= exact_norm_limit
@@ -235,7 +238,7 @@ class FastfoodProjection(Projection):
         q = torch.zeros(n, self.LL, dtype=y.dtype, device=y.device)
         q[:, : self.D] = y
         fwht_(q)
-        z = gather_blocksum(q, self.inv_perm, self.G_inv, self.m)
+        z = scatter_add(q, self.gather_idx, self.G, self.m)
         fwht_(z)
         return z[:, : self.d] * self.col_scale
 

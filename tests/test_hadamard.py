@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from rlsub.hadamard import fwht, fwht_, fwht_torch, gather_blocksum, gather_mul, has_kernel
+from rlsub.hadamard import fwht, fwht_, fwht_torch, gather_mul, has_kernel, scatter_add
 
 
 def hadamard_matrix(n):
@@ -50,5 +50,10 @@ def test_gathers_match_indexing():
     idx = torch.randint(0, 64, (256,), generator=g, dtype=torch.int32)
     w = torch.randn(256, generator=g)
     torch.testing.assert_close(gather_mul(src, idx, w), src[:, idx.long()] * w)
-    expect = (src[:, idx.long()] * w).view(2, 16, 16).sum(1)
-    torch.testing.assert_close(gather_blocksum(src, idx, w, 16), expect)
+    q = torch.randn(2, 256, generator=g)
+    expect = torch.zeros(2, 64, dtype=torch.float64).index_add_(1, idx.long(), (q * w).double())
+    torch.testing.assert_close(scatter_add(q, idx, w, 64).double(), expect, rtol=1e-5, atol=1e-5)
+    # the scatter is the adjoint of the gather: <gather(src), q> == <src, scatter(q)>
+    lhs = (gather_mul(src, idx, w).double() * q.double()).sum()
+    rhs = (src.double() * scatter_add(q, idx, w, 64).double()).sum()
+    assert abs(lhs - rhs).item() < 1e-4
