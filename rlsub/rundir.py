@@ -43,6 +43,15 @@ def machine() -> dict[str, Any]:
             "cpus": os.cpu_count()}
 
 
+def command_line() -> str:
+    """The command this process was started with (program name without its path)."""
+    import os
+    import shlex
+    import sys
+
+    return shlex.join([os.path.basename(sys.argv[0]), *sys.argv[1:]]) if sys.argv else ""
+
+
 def _jsonable(value):
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
@@ -105,5 +114,5 @@ class RunDir:
         atomic_save_npy(self.path / name, np.asarray(theta_d, dtype=np.float32))
 
     def write_summary(self, summary: dict) -> None:
-        full = {"git_commit": git_commit(), "machine": machine(), **summary}
+        full = {"git_commit": git_commit(), "machine": machine(), "command": command_line(), **summary}
         write_json(self.path / "summary.json", full)

@@ -51,7 +51,7 @@ DEFAULTS: dict = {
     "env": "CartPole-v1",
     "env_kwargs": {},
     "model": "mlp",  # registry name (rlsub.models); input/output sizes come from the env
-    "model_kwargs": {"hidden": [20, 20], "activation": "tanh"},
+    "model_kwargs": {},  # e.g. {hidden: [20, 20], activation: tanh} for mlp
     "dim": 4,  # subspace dimension d, or "full" for the full-space baseline
     "projection": "auto",  # dense | sparse | fastfood | auto
     "seed": 0,  # drives theta_0, P, the noise and the environment seeds
