@@ -15,6 +15,7 @@ of running a whole grid.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import shutil
@@ -203,7 +204,7 @@ def _run_point(config: dict, dim, seed: int, quiet: bool, comm=None) -> dict:
         comm.Barrier()
     if not quiet and rank0:
         print(f"[{config['name']}] point dim={dim} seed={seed}", file=sys.stderr)
-    kwargs = {"quiet": True} if config["trainer"] == "es" else {}
+    kwargs = {"quiet": True} if "quiet" in inspect.signature(trainer.train).parameters else {}
     return trainer.train(tconfig, run_dir, **kwargs)
 
 
