@@ -121,11 +121,13 @@ class Batches:
     """Images as uint8 tensors, standardised per channel (training-set statistics) batch by batch."""
 
     def __init__(self, data: ImageData):
-        x = data.x_train.astype(np.float64)
-        mean = x.mean(axis=(0, 2, 3)) / 255.0
-        std = x.std(axis=(0, 2, 3)) / 255.0
-        del x
         c = data.x_train.shape[1]
+        # exact per-channel statistics from pixel-value histograms, without a float copy of the data
+        values = np.arange(256, dtype=np.float64) / 255.0
+        counts = [sum(np.bincount(data.x_train[i:i + 4096, k].ravel(), minlength=256)
+                      for i in range(0, len(data.x_train), 4096)).astype(np.float64) for k in range(c)]
+        mean = np.array([h @ values / h.sum() for h in counts])
+        std = np.array([np.sqrt(h @ (values - mu) ** 2 / h.sum()) for h, mu in zip(counts, mean)])
         self.scale = torch.tensor(1.0 / (255.0 * std), dtype=torch.float32).view(1, c, 1, 1)
         self.shift = torch.tensor(mean / std, dtype=torch.float32).view(1, c, 1, 1)
         self.x_train, self.y_train = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)
