@@ -1,0 +1,62 @@
+"""``rlsub dqn``: train a DQN agent (stable-baselines3) whose Q-network lives in a random subspace."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import yaml
+
+from rlsub.config import ConfigError
+
+HELP = "train DQN (stable-baselines3) with the Q-network in a random subspace of dimension --dim"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--config", required=True, help="YAML config, e.g. configs/dqn/cartpole.yaml")
+    p.add_argument("--dim", default=None, help="subspace dimension d (1 <= d <= D), or 'full' for the baseline")
+    p.add_argument("--projection", default=None, help="dense, sparse, fastfood or auto")
+    p.add_argument("--seed", type=int, default=None, help="seed of the run (DQN, env, theta_0 and P)")
+    p.add_argument("--timesteps", type=int, default=None, help="training environment steps")
+    p.add_argument("--eval-episodes", type=int, default=None, help="episodes of the final deterministic evaluation")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other config key, dotted for nested ones (YAML value), e.g. dqn.learning_starts=1000")
+    p.add_argument("--out", default=None, help="run directory (default runs/dqn/<env>_d<dim>_s<seed>_<time>)")
+
+
+def parse_sets(items: list[str]) -> dict:
+    """``["dqn.learning_starts=1000", ...]`` -> ``{"dqn": {"learning_starts": 1000}}``."""
+    out: dict = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {key}: not a YAML value ({exc})") from None
+        *path, last = key.split(".")
+        node = out
+        for part in path:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return out
+
+
+def run(args) -> int:
+    from rlsub.trainers import get_trainer
+
+    trainer = get_trainer("dqn")
+    overrides = parse_sets(args.set)
+    flags = dict(dim=args.dim, projection=args.projection, seed=args.seed, timesteps=args.timesteps,
+                 eval_episodes=args.eval_episodes)
+    overrides.update({k: v for k, v in flags.items() if v is not None})
+    config = trainer.resolve(args.config, overrides)
+    out = args.out or (f"runs/dqn/{config['env'].replace('/', '-')}_d{config['dim']}_s{config['seed']}_"
+                       f"{time.strftime('%Y%m%d-%H%M%S')}")
+    summary = trainer.train(config, Path(out))
+    print(json.dumps({k: summary[k] for k in ("task", "D", "d", "projection", "seed", "value", "timesteps",
+                                              "wall_time_s")}))
+    print(f"run directory: {out}")
+    return 0

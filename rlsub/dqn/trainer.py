@@ -1,0 +1,221 @@
+"""The DQN trainer: stable-baselines3 DQN with the Q-network trained in a random subspace.
+
+Follows the trainer contract of :mod:`rlsub.trainers` (``DEFAULTS``, ``resolve``, ``train``). The
+policy is :class:`rlsub.dqn.policies.SubspaceDQNPolicy` (MLP) or ``SubspaceCnnPolicy`` (Atari:
+AtariWrapper and frame stacking); ``dim: full`` trains the same network in the full space.
+
+A run directory holds ``config.json``, ``metrics.jsonl`` (every ``log_every`` steps: timesteps,
+episodes, mean return of the last 100 training episodes, the periodic evaluation return when one
+was run, wall time, fps), ``summary.json``, ``theta_d.npy`` (``theta_D.npy`` for full space), SB3's
+own logs (``progress.csv`` and TensorBoard events), the SB3 model zip ``model.zip`` and the result
+of a final deterministic evaluation over ``eval_episodes`` episodes.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rlsub.config import ConfigError, load_yaml, merge
+from rlsub.rundir import RunDir
+from rlsub.trainers import parse_dim
+
+#: Every config key with its default; a config file may only set these keys.
+DEFAULTS: dict[str, Any] = {
+    "env": "CartPole-v1",
+    "env_kwargs": {},          # passed to gymnasium.make
+    "atari": False,            # SB3 AtariWrapper (84x84 grey, frame skip 4, ...) + frame stacking
+    "frame_stack": 4,          # frames stacked (VecFrameStack), Atari only
+    "policy": "mlp",           # mlp | cnn (Nature-DQN convolutions + 512 units + head)
+    "net_arch": [20, 20],      # hidden layers (for cnn: of the head after the 512-unit layer)
+    "activation": "relu",
+    "dim": "full",             # subspace dimension d, or "full" for the full-space baseline
+    "projection": "auto",      # dense | sparse | fastfood | auto
+    "seed": 0,                 # DQN seed (SB3 seeds its RNGs, the env and the action space)
+    "init_seed": None,         # theta_0; None: seed
+    "projection_seed": None,   # P; None: seed
+    "timesteps": 50_000,
+    "eval_episodes": 10,       # final deterministic evaluation
+    "eval_every": 10_000,      # periodic evaluation every this many steps (0: none)
+    "eval_every_episodes": 5,
+    "log_every": 1_000,        # a metrics.jsonl row every this many steps
+    "metric_min": None,        # the lowest possible return (0 for CartPole, -21 for Pong)
+    "threads": 1,              # torch.set_num_threads
+    "save_model": True,        # write the SB3 zip model.zip
+    "dqn": {                   # stable_baselines3.DQN keyword arguments
+        "learning_rate": 1e-4,
+        "buffer_size": 1_000_000,
+        "learning_starts": 100,
+        "batch_size": 32,
+        "tau": 1.0,
+        "gamma": 0.99,
+        "train_freq": 4,
+        "gradient_steps": 1,
+        "target_update_interval": 10_000,
+        "exploration_fraction": 0.1,
+        "exploration_initial_eps": 1.0,
+        "exploration_final_eps": 0.05,
+        "max_grad_norm": 10.0,
+        "optimize_memory_usage": False,
+    },
+}
+
+POLICIES = ("mlp", "cnn")
+
+
+def resolve(config_path: str | None, overrides: dict) -> dict:
+    """DEFAULTS <- YAML at config_path <- the non-None overrides; checked (ConfigError on bad input)."""
+    config = merge(DEFAULTS, load_yaml(config_path), str(config_path)) if config_path else merge(DEFAULTS, {})
+    config = merge(config, {k: v for k, v in overrides.items() if v is not None}, "overrides")
+    config["dim"] = parse_dim(config["dim"])
+    for key in ("seed", "timesteps", "eval_episodes", "eval_every", "log_every", "threads"):
+        value = config[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"{key} must be a non-negative integer, got {value!r}")
+    if config["timesteps"] < 1 or config["eval_episodes"] < 1 or config["threads"] < 1:
+        raise ConfigError("timesteps, eval_episodes and threads must be >= 1")
+    if config["policy"] not in POLICIES:
+        raise ConfigError(f"unknown policy {config['policy']!r}; choose one of {list(POLICIES)}")
+    for key in ("init_seed", "projection_seed"):
+        config[key] = config["seed"] if config[key] is None else config[key]
+    _check_env(config["env"])
+    return config
+
+
+def _check_env(env_id: str) -> None:
+    import gymnasium as gym
+
+    _register_ale()
+    try:
+        gym.spec(env_id)
+    except gym.error.Error as exc:
+        raise ConfigError(f"unknown environment {env_id!r} ({exc})") from None
+
+
+def _register_ale() -> None:
+    import ale_py
+    import gymnasium as gym
+
+    gym.register_envs(ale_py)
+
+
+def make_env(config: dict, seed: int, evaluation: bool = False):
+    """The vectorised environment (one env) a config asks for, seeded for its first reset."""
+    from stable_baselines3.common.env_util import make_atari_env, make_vec_env
+    from stable_baselines3.common.vec_env import VecFrameStack
+
+    _register_ale()
+    kwargs = dict(config["env_kwargs"])
+    if not config["atari"]:
+        return make_vec_env(config["env"], n_envs=1, seed=seed, env_kwargs=kwargs)
+    # Evaluation sees the true score: no reward clipping, no end of episode at a lost life.
+    wrapper = dict(clip_reward=False, terminal_on_life_loss=False) if evaluation else None
+    env = make_atari_env(config["env"], n_envs=1, seed=seed, env_kwargs=kwargs, wrapper_kwargs=wrapper)
+    return VecFrameStack(env, n_stack=config["frame_stack"])
+
+
+def build_model(config: dict, env, tensorboard_log=None):
+    """The SB3 DQN model for a resolved config (subspace policy, or its full-space twin)."""
+    from stable_baselines3 import DQN
+
+    from rlsub.dqn.policies import SubspaceCnnPolicy, SubspaceDQNPolicy
+    from rlsub.models import ACTIVATIONS
+
+    if config["activation"] not in ACTIVATIONS:
+        raise ConfigError(f"unknown activation {config['activation']!r}; choose one of {sorted(ACTIVATIONS)}")
+    policy = SubspaceCnnPolicy if config["policy"] == "cnn" else SubspaceDQNPolicy
+    policy_kwargs = dict(net_arch=list(config["net_arch"]), activation_fn=ACTIVATIONS[config["activation"]],
+                         dim=config["dim"], projection=config["projection"],
+                         projection_seed=config["projection_seed"], init_seed=config["init_seed"])
+    try:
+        return DQN(policy, env, policy_kwargs=policy_kwargs, seed=config["seed"], verbose=0, device="cpu",
+                   **config["dqn"])
+    except TypeError as exc:
+        raise ConfigError(f"bad dqn settings: {exc}") from None
+
+
+def evaluate(model, env, episodes: int) -> tuple[float, float]:
+    """Mean and standard deviation of the return over ``episodes`` deterministic episodes."""
+    from stable_baselines3.common.evaluation import evaluate_policy
+
+    mean, std = evaluate_policy(model, env, n_eval_episodes=episodes, deterministic=True, warn=False)
+    return float(mean), float(std)
+
+
+def _metrics_callback(run: RunDir, config: dict, eval_env, started: float):
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class MetricsRows(BaseCallback):
+        """Writes a metrics.jsonl row every ``log_every`` steps (with an evaluation every ``eval_every``)."""
+
+        def __init__(self):
+            super().__init__()
+            self.episodes = 0
+
+        def _on_step(self) -> bool:
+            self.episodes += int(np.sum(self.locals.get("dones", [])))
+            t = self.num_timesteps
+            if any(config[k] and t % config[k] == 0 for k in ("log_every", "eval_every")):
+                self.row(t)
+            return True
+
+        def row(self, t: int) -> None:
+            recent = [info["r"] for info in self.model.ep_info_buffer]
+            elapsed = time.time() - started
+            row = {"timesteps": t, "episodes": self.episodes,
+                   "recent_return": float(np.mean(recent)) if recent else None,
+                   "exploration_rate": float(self.model.exploration_rate),
+                   "wall_time_s": round(elapsed, 3), "fps": round(t / max(elapsed, 1e-9), 1)}
+            if config["eval_every"] and t % config["eval_every"] == 0:
+                row["eval_return"], _ = evaluate(self.model, eval_env, config["eval_every_episodes"])
+            run.log(row)
+
+    return MetricsRows()
+
+
+def train(config: dict, out_dir: Path, resume: bool = False) -> dict:
+    """Train, evaluate and write the run directory; returns the summary."""
+    from stable_baselines3.common.logger import configure
+
+    if resume:
+        raise ConfigError("DQN runs cannot be resumed (SB3's replay buffer is not checkpointed); start a new run")
+    torch.set_num_threads(config["threads"])
+    env = make_env(config, config["seed"])
+    eval_env = make_env(config, config["seed"] + 10_000, evaluation=True)
+    model = build_model(config, env)  # d > D and other bad settings fail here, before any file is written
+    run = RunDir(out_dir)
+    if run.metrics_path.exists():
+        run.metrics_path.unlink()
+    run.write_config(config)
+    model.set_logger(configure(str(run.path), ["csv", "tensorboard"]))
+    q = model.policy.q_net
+    started = time.time()
+    model.learn(total_timesteps=config["timesteps"], callback=_metrics_callback(run, config, eval_env, started))
+    train_time = time.time() - started
+    value, std = evaluate(model, eval_env, config["eval_episodes"])
+    run.log({"timesteps": model.num_timesteps, "final_eval_return": value, "final_eval_std": std,
+             "eval_episodes": config["eval_episodes"], "wall_time_s": round(time.time() - started, 3)})
+    if q.subspace:
+        run.save_theta(q.q_net.get_flat())
+    else:
+        run.save_theta(torch.nn.utils.parameters_to_vector(q.q_net.parameters()).detach().numpy(), "theta_D.npy")
+    model_bytes = None
+    if config["save_model"]:
+        model.save(run.path / "model.zip")
+        model_bytes = (run.path / "model.zip").stat().st_size
+    env.close()
+    eval_env.close()
+    summary = {
+        "task": config["env"], "trainer": "dqn", "D": q.D, "d": q.d, "dim": q.dim,
+        "projection": q.projection_kind, "seed": config["seed"], "metric": "eval_return", "value": value,
+        "value_std": std, "metric_min": config["metric_min"], "timesteps": config["timesteps"],
+        "eval_episodes": config["eval_episodes"], "wall_time_s": round(time.time() - run.started, 2),
+        "train_time_s": round(train_time, 2), "fps": round(config["timesteps"] / train_time, 1),
+        "model_zip_bytes": model_bytes,
+    }
+    run.write_summary(summary)
+    return summary
