@@ -44,23 +44,23 @@ def projection_rng(kind: str, D: int, d: int, seed: int) -> np.random.Generator:
 
 
 class _LinearMap(torch.autograd.Function):
-    """y = P x with gradient P^T g, for any projection exposing ``_apply`` and ``_apply_t``."""
+    """y = P x with gradient P^T g, for any projection exposing ``_map`` and ``_map_t``."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, proj: Projection) -> torch.Tensor:
         ctx.proj = proj
-        return proj._apply(x)
+        return proj._map(x)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g: torch.Tensor):
-        return ctx.proj._apply_t(g.contiguous()), None
+        return ctx.proj._map_t(g.contiguous()), None
 
 
 class Projection(nn.Module):
     """Base class: a fixed linear map R^d -> R^D held in buffers (no nn.Parameter).
 
-    Subclasses implement ``_apply`` ([n, d] -> [n, D]) and ``_apply_t`` ([n, D] -> [n, d]) on
+    Subclasses implement ``_map`` ([n, d] -> [n, D]) and ``_map_t`` ([n, D] -> [n, d]) on
     float32 tensors without autograd; this class adds shape handling and the autograd wiring.
     """
 
@@ -80,7 +80,7 @@ class Projection(nn.Module):
         """P^T y: [D] -> [d] or [n, D] -> [n, d] (not differentiable)."""
         y = self._check(y, self.D, "y")
         with torch.no_grad():
-            out = self._apply_t(y.reshape(-1, self.D).to(torch.float32).contiguous())
+            out = self._map_t(y.reshape(-1, self.D).to(torch.float32).contiguous())
         return out.reshape(*y.shape[:-1], self.d)
 
     def materialize(self, chunk: int = 256) -> torch.Tensor:
@@ -91,7 +91,7 @@ class Projection(nn.Module):
                 stop = min(self.d, start + chunk)
                 eye = torch.zeros(stop - start, self.d, device=self._device())
                 eye[torch.arange(stop - start), torch.arange(start, stop)] = 1.0
-                cols.append(self._apply(eye).T)
+                cols.append(self._map(eye).T)
         return torch.cat(cols, dim=1)
 
     def nbytes(self) -> int:
@@ -117,10 +117,10 @@ class Projection(nn.Module):
         buf = next(self.buffers(), None)
         return buf.device if buf is not None else torch.device("cpu")
 
-    def _apply(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+    def _map(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _apply_t(self, y: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+    def _map_t(self, y: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
 
@@ -143,10 +143,10 @@ class DenseProjection(Projection):
         pt /= np.linalg.norm(pt, axis=1, keepdims=True)
         self.register_buffer("PT", torch.from_numpy(pt))
 
-    def _apply(self, x):
+    def _map(self, x):
         return x @ self.PT
 
-    def _apply_t(self, y):
+    def _map_t(self, y):
         return y @ self.PT.T
 
 
@@ -180,10 +180,10 @@ class SparseProjection(Projection):
     def nnz(self) -> int:
         return int(self.P.values().numel())
 
-    def _apply(self, x):
+    def _map(self, x):
         return torch.sparse.mm(self.P, x.T).T
 
-    def _apply_t(self, y):
+    def _map_t(self, y):
         return torch.sparse.mm(self.PT, y.T).T
 
 
@@ -224,7 +224,7 @@ class FastfoodProjection(Projection):
             norms = self.materialize().norm(dim=0)
             self.col_scale /= norms
 
-    def _apply(self, x):
+    def _map(self, x):
         n = x.shape[0]
         z = torch.zeros(n, self.m, dtype=x.dtype, device=x.device)
         z[:, : self.d] = x * self.col_scale
@@ -233,7 +233,7 @@ class FastfoodProjection(Projection):
         fwht_(w)
         return w[:, : self.D]
 
-    def _apply_t(self, y):
+    def _map_t(self, y):
         n = y.shape[0]
         q = torch.zeros(n, self.LL, dtype=y.dtype, device=y.device)
         q[:, : self.D] = y
@@ -253,10 +253,10 @@ class IdentityProjection(Projection):
             raise ProjectionError(f"the identity projection needs d == D, got d = {d}, D = {D}")
         super().__init__(D, d, seed)
 
-    def _apply(self, x):
+    def _map(self, x):
         return x.clone()
 
-    def _apply_t(self, y):
+    def _map_t(self, y):
         return y.clone()
 
 

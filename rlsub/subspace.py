@@ -53,9 +53,11 @@ class SubspaceModel(nn.Module):
         D = theta_0.numel()
         self.projection: Projection = make_projection(projection, D, d, seed, **projection_options)
         # Parameters leave the module: theta_d must be the only nn.Parameter anywhere below us.
+        # Each name stays registered with the value None (as an absent bias is), so attribute
+        # access and repr keep working; functional_call supplies the tensors at each call.
         for name in self.param_names:
             owner, attr = _owner(module, name)
-            del owner._parameters[attr]
+            owner._parameters[attr] = None
         self.module = module
         self.register_buffer("theta_0", theta_0, persistent=False)
         self.theta_d = nn.Parameter(torch.zeros(self.projection.d))
@@ -118,7 +120,8 @@ class SubspaceModel(nn.Module):
         return plain
 
     def extra_repr(self) -> str:
-        return f"D={self.D}, d={self.d}, projection={self.projection_kind}, seed={self.seed}"
+        return (f"D={self.D}, d={self.d}, projection={self.projection_kind}, seed={self.seed}; the module's "
+                "parameters come from theta_0 + P theta_d at each call (its repr shows them as absent)")
 
 
 def _owner(module: nn.Module, dotted: str) -> tuple[nn.Module, str]:

@@ -112,8 +112,8 @@ def _profile(net, batches, bs: int, gen, count: int = 30) -> dict:
         return (time.perf_counter() - t0) / count
 
     with torch.no_grad():
-        forward = clock(lambda: proj._apply(x))
-        adjoint = clock(lambda: proj._apply_t(g))
+        forward = clock(lambda: proj._map(x))
+        adjoint = clock(lambda: proj._map_t(g))
     return {"projection_forward_s": forward, "projection_adjoint_s": adjoint}
 
 

@@ -125,3 +125,13 @@ def test_build_model_is_seeded_and_leaves_global_rng_alone():
     assert torch.equal(torch.get_rng_state(), state)
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
     assert not torch.equal(next(a.parameters()), next(c.parameters()))
+
+
+def test_to_and_repr_work_on_a_wrapped_module():
+    model = SubspaceModel(cartpole_net(), 4, projection="fastfood", seed=0)
+    moved = model.to(torch.float32).to("cpu")  # nn.Module._apply must reach the projection's buffers
+    assert moved is model and model.projection.G.dtype == torch.float32
+    text = repr(model)
+    assert "Linear(in_features=4, out_features=20" in text and "D=562, d=4" in text
+    x = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
+    assert model(x).shape == (3, 2)

@@ -163,20 +163,8 @@ class SubspaceQNetwork(QNetwork):
         return cache[1]
 
     def _apply(self, fn, recurse=True):
-        # ``.to(device)`` reaches every child's ``nn.Module._apply``, which rlsub's Projection
-        # overrides with its own P x (a name clash): move the projection's buffers here instead.
-        if not (self.subspace and recurse):
-            return super()._apply(fn, recurse)
-        proj = self.q_net._modules.pop("projection")
-        try:
-            super()._apply(fn, recurse)
-        finally:
-            self.q_net._modules["projection"] = proj
-        for name, buf in proj._buffers.items():
-            if buf is not None:
-                proj._buffers[name] = fn(buf)
-        self._cache = None
-        return self
+        self._cache = None  # theta_D cached on the old device or dtype
+        return super()._apply(fn, recurse)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = BasePolicy._get_constructor_parameters(self)
