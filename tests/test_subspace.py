@@ -135,3 +135,11 @@ def test_to_and_repr_work_on_a_wrapped_module():
     assert "Linear(in_features=4, out_features=20" in text and "D=562, d=4" in text
     x = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
     assert model(x).shape == (3, 2)
+
+
+def test_config_yaml_reads_exponent_floats(tmp_path):
+    from rlsub.config import load_yaml
+
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 1e-3\nsigma: 2E-2\nsteps: 1_000\nname: run1e3\n")
+    assert load_yaml(path) == {"lr": 0.001, "sigma": 0.02, "steps": 1000, "name": "run1e3"}

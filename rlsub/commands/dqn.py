@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from rlsub.config import ConfigError
+from rlsub.config import ConfigError, parse_yaml
 
 HELP = "train DQN (stable-baselines3) with the Q-network in a random subspace of dimension --dim"
 
@@ -33,7 +33,7 @@ def parse_sets(items: list[str]) -> dict:
         if not sep or not key:
             raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
         try:
-            value = yaml.safe_load(text)
+            value = parse_yaml(text)
         except yaml.YAMLError as exc:
             raise ConfigError(f"--set {key}: not a YAML value ({exc})") from None
         *path, last = key.split(".")
