@@ -214,3 +214,12 @@ def test_every_shipped_config_resolves(path):
     config = trainer.resolve(str(path), {})
     assert config["task"] and config["dataset"] in sdata.DATASETS
     assert config["dim"] == "full" or config["dim"] >= 1
+
+
+@needs_mnist
+def test_bad_model_settings_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="unknown model"):
+        small_config(model="resnet")
+    with pytest.raises(ConfigError, match="activation"):
+        trainer.train(small_config(model_kwargs={"activation": "gelu"}), tmp_path / "x", quiet=True)
+    assert not (tmp_path / "x").exists()

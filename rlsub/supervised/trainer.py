@@ -27,6 +27,8 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from rlsub.config import ConfigError, load_yaml, merge
+from rlsub.errors import UserError
+from rlsub.models import MODELS
 from rlsub.rundir import RunDir, read_json
 from rlsub.subspace import SubspaceModel
 from rlsub.supervised.data import ImageData, data_root, load_dataset
@@ -77,6 +79,8 @@ def resolve(config_path: str | None, overrides: dict) -> dict:
         raise ConfigError(f"shuffle_labels must be a fraction in [0, 1], got {fraction!r}")
     if config["metric"] not in METRICS:
         raise ConfigError(f"metric must be one of {METRICS}, got {config['metric']!r}")
+    if config["model"] not in MODELS:
+        raise ConfigError(f"unknown model {config['model']!r}; choose one of {sorted(MODELS)}")
     if config["dataset"] not in ("mnist", "cifar10"):
         raise ConfigError(f"dataset must be 'mnist' or 'cifar10', got {config['dataset']!r}")
     if config["task"] is None:
@@ -186,8 +190,13 @@ def train(config: dict, out_dir: str | Path | None = None, resume: bool = False,
         raise ConfigError(f"{out} already holds a run; choose another --out (or resume it)")
     data = load_data(config)
     seed, dim = config["seed"], config["dim"]
-    net, D, d = build_network(config["model"], model_kwargs(config, data), seed, dim,
-                              config["projection"], seed)
+    try:
+        net, D, d = build_network(config["model"], model_kwargs(config, data), seed, dim,
+                                  config["projection"], seed)
+    except UserError:
+        raise
+    except ValueError as exc:  # e.g. an unknown activation in model_kwargs
+        raise ConfigError(f"cannot build model {config['model']!r}: {exc}") from None
     batches = Batches(data)
     lr = config["full_lr"] if d is None and config["full_lr"] is not None else config["lr"]
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
@@ -195,7 +204,7 @@ def train(config: dict, out_dir: str | Path | None = None, resume: bool = False,
     start_epoch, elapsed_before = 0, 0.0
     run = RunDir(out)
     if resume:
-        state = torch.load(ckpt_path, weights_only=False)
+        state = torch.load(ckpt_path, weights_only=True)
         net.load_state_dict(state["net"])
         optimizer.load_state_dict(state["optimizer"])
         order_gen.set_state(state["order_gen"])
