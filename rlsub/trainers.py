@@ -73,8 +73,8 @@ def build_network(
     dim = parse_dim(dim)
     try:
         net = build_model(model, seed=init_seed, **model_kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"bad model_kwargs for model {model!r}: {exc}") from None
+    except (TypeError, ValueError) as exc:  # unknown model, activation or keyword
+        raise ConfigError(f"cannot build model {model!r} with {model_kwargs}: {exc}") from None
     D = num_params(net)
     if dim == "full":
         return net, D, None
