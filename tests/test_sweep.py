@@ -143,3 +143,42 @@ def test_report_from_fixture_results(fake):
 
 def cp_row(text):
     return next(line for line in text.splitlines() if line.startswith("| CartPole, ES"))
+
+
+@pytest.mark.mpi
+def test_mpi_sweep_spreads_points_over_ranks(fake):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = write_sweep(fake, dims=[10, 50, 100], seeds=[0, 1])
+    script = fake / "run.py"
+    script.write_text(
+        "import json, sys\n"
+        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "import fake_trainer\n"
+        "from rlsub import sweep, trainers\n"
+        "trainers.TRAINERS['fake'] = 'fake_trainer'\n"
+        f"config = sweep.resolve({str(path)!r}, {str(fake / 'results')!r})\n"
+        "summary = sweep.run_sweep(config, quiet=True)\n"
+        "from mpi4py import MPI\n"
+        "print('CALLS', MPI.COMM_WORLD.Get_rank(), json.dumps(fake_trainer.CALLS), summary['d_int90'])\n"
+    )
+    bin_dir = Path(sys.executable).parent
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}")
+    proc = subprocess.run([str(bin_dir / "mpirun"), "-n", "2", sys.executable, str(script)], capture_output=True,
+                          text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    calls = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith("CALLS"):
+            _, rank, rest = line.split(" ", 2)
+            data, d90 = rest.rsplit(" ", 1)
+            calls[int(rank)] = [tuple(c) for c in json.loads(data)]
+            assert d90 == "100"
+    assert set(calls) == {0, 1} and calls[0] and calls[1]
+    assert not set(calls[0]) & set(calls[1])  # no point ran twice
+    assert len(calls[0]) + len(calls[1]) == 2 + 3 * 2
+    lines = (fake / "results" / "fake_sweep" / "points.jsonl").read_text().splitlines()
+    assert len(lines) == 8
