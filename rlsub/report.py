@@ -55,6 +55,8 @@ def _budget(s: dict) -> str:
 def _ratio_words(r: float | None) -> str:
     if r is None:
         return "-"
+    if abs(r - 1) < 0.005:
+        return "same"
     if r >= 1:
         return f"{r:.3g}x harder"
     return f"{1 / r:.3g}x easier"

@@ -182,3 +182,17 @@ def test_mpi_sweep_spreads_points_over_ranks(fake):
     assert len(calls[0]) + len(calls[1]) == 2 + 3 * 2
     lines = (fake / "results" / "fake_sweep" / "points.jsonl").read_text().splitlines()
     assert len(lines) == 8
+
+
+def test_every_shipped_sweep_config_resolves_and_names_a_paper_task():
+    from pathlib import Path
+
+    from rlsub.paper import PAPER
+
+    configs = sorted(Path("configs/sweeps").glob("*.yaml"))
+    assert {c.stem for c in configs} >= set(PAPER)  # the report's commands all exist
+    for path in configs:
+        config = sweep.resolve(path)
+        assert config["paper_task"] in PAPER
+        trainer = trainers.get_trainer(config["trainer"])
+        trainer.resolve(config["config"], {**config["overrides"], "dim": config["dims"][0], "seed": 0})
