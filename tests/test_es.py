@@ -10,8 +10,8 @@ import torch
 
 from rlsub.cli import main
 from rlsub.es import trainer
-from rlsub.es.core import Adam, centered_ranks, mirrored_gradient, perturbation
-from rlsub.es.envs import make_env
+from rlsub.es.core import Adam, ObsStats, centered_ranks, mirrored_gradient, perturbation
+from rlsub.es.envs import EnvClock, make_env
 from rlsub.es.policy import Actor
 from rlsub.models import build_model
 from rlsub.subspace import SubspaceModel
@@ -80,6 +80,58 @@ def test_numpy_actor_matches_torch_forward():
     np.testing.assert_allclose(actor.outputs(obs), expect, rtol=1e-5, atol=1e-6)
 
 
+def test_numpy_actor_normalises_clips_and_leaves_the_observation_alone():
+    from gymnasium import spaces
+
+    box = spaces.Box(-0.4, 0.4, shape=(3,), dtype=np.float32)
+    net = build_model("mlp", seed=1, in_dim=5, out_dim=3, hidden=[8], activation="tanh")
+    model = SubspaceModel(net, 3, projection="dense", seed=0)
+    model.set_flat(np.array([3.0, -2.0, 1.0]))
+    actor = Actor(model, box)
+    stats = ObsStats((5,))
+    stats.add(np.array([1.0, 2.0, 0.0, -1.0, 0.5]) * 4, np.array([1.0, 5.0, 0.01, 2.0, 0.3]) * 4, 4)
+    theta = model.theta_D().detach().numpy()
+    actor.set_params(theta, stats)
+    obs = np.array([3.0, -40.0, 0.2, -1.0, 0.5])  # float64, as MuJoCo gives; -40 is clipped to -5 std
+    before = obs.copy()
+    x = np.clip((obs.astype(np.float32) - stats.mean.astype(np.float32)) / stats.std.astype(np.float32), -5, 5)
+    assert x.min() == -5.0
+    with torch.no_grad():
+        expect = model(torch.from_numpy(x)[None])[0].numpy()
+    np.testing.assert_allclose(actor.outputs(obs), expect, rtol=1e-5, atol=1e-6)
+    noise = np.random.default_rng(7).standard_normal(3).astype(np.float32) * 0.3
+    action = actor.act(obs, np.random.default_rng(7), 0.3)
+    np.testing.assert_allclose(action, np.clip(expect + noise, -0.4, 0.4), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(obs, before)
+
+
+def test_env_clock_counts_time_inside_the_environment():
+    import time
+
+    import gymnasium as gym
+
+    class Slow(gym.Env):
+        observation_space = gym.spaces.Box(-1, 1, shape=(1,))
+        action_space = gym.spaces.Discrete(2)
+
+        def reset(self, seed=None, options=None):
+            time.sleep(0.01)
+            return np.zeros(1, dtype=np.float32), {}
+
+        def step(self, action):
+            time.sleep(0.02)
+            return np.zeros(1, dtype=np.float32), 1.0, False, False, {}
+
+    env = EnvClock(Slow())
+    env.reset()
+    for _ in range(3):
+        env.step(0)
+    assert 0.07 <= env.seconds < 0.5
+    counted = env.seconds
+    time.sleep(0.02)  # outside the environment: not counted
+    assert env.seconds == counted
+
+
 def test_short_cartpole_run_learns(tmp_path):
     config = cartpole(generations=12, pairs=10, eval_every=4, eval_episodes=5, seed=0, dim=4, obs_norm=False)
     summary = trainer.train(config, tmp_path / "run", quiet=True)
@@ -88,6 +140,8 @@ def test_short_cartpole_run_learns(tmp_path):
     # a random 4-20-20-2 policy balances for ~10-30 steps; ES at d=4 gets far beyond that
     assert summary["value"] >= 200
     assert rows[-1]["return_mean"] > 2 * rows[0]["return_mean"]
+    # most of a CartPole generation is policy and bookkeeping, but some of it is the environment
+    assert all(0.0 < r["env_time_frac"] < 1.0 for r in rows)
     for name in ("config.json", "metrics.jsonl", "summary.json", "theta_d.npy", "checkpoint.npz"):
         assert (tmp_path / "run" / name).exists()
     s = json.loads((tmp_path / "run" / "summary.json").read_text())

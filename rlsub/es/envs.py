@@ -8,6 +8,8 @@ returns before taking 90% of a baseline (Li et al. 2018).
 
 from __future__ import annotations
 
+import time
+
 import gymnasium as gym
 
 from rlsub.config import ConfigError
@@ -49,3 +51,26 @@ def make_env(env_id: str, **kwargs) -> gym.Env:
         return gym.make(env_id, **kwargs)
     except gym.error.Error as exc:
         raise ConfigError(f"cannot make environment {env_id!r}: {exc}") from None
+
+
+class EnvClock(gym.Wrapper):
+    """Counts the seconds spent inside ``reset`` and ``step`` (``.seconds``), so a trainer can tell
+    simulation time from its own overhead (policy, projection, bookkeeping)."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self.seconds = 0.0
+
+    def reset(self, **kwargs):
+        t = time.perf_counter()
+        try:
+            return self.env.reset(**kwargs)
+        finally:
+            self.seconds += time.perf_counter() - t
+
+    def step(self, action):
+        t = time.perf_counter()
+        try:
+            return self.env.step(action)
+        finally:
+            self.seconds += time.perf_counter() - t

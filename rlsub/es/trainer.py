@@ -39,7 +39,7 @@ from rlsub.es.core import (
     mirrored_gradient,
     perturbation,
 )
-from rlsub.es.envs import make_env, metric_min
+from rlsub.es.envs import EnvClock, make_env, metric_min
 from rlsub.es.policy import Actor, reference_batch, rollout
 from rlsub.models import build_model, num_params
 from rlsub.rundir import RunDir, read_json
@@ -130,7 +130,7 @@ def train(config: dict, out_dir: str | Path | None = None, resume: bool = False,
     torch.set_num_threads(1)  # one process per core; also keeps float reductions rank-count independent
     out = Path(comm.bcast(str(out_dir or _default_out(config)) if rank == 0 else None, root=0))
 
-    env = make_env(config["env"], **config["env_kwargs"])
+    env = EnvClock(make_env(config["env"], **config["env_kwargs"]))
     model, D = build_policy(config, env)
     proj, theta_0 = model.projection, model.theta_0.numpy()
     n_opt = model.d
@@ -184,6 +184,7 @@ def train(config: dict, out_dir: str | Path | None = None, resume: bool = False,
     generation = start_gen
     for generation in range(start_gen, config["generations"]):
         t_gen = time.time()
+        env_seconds = env.seconds
         center = theta_0 + project(x)
         local_rows, local_obs, local_steps = [], [], 0
         for i in range(rank, pairs, size):
@@ -230,7 +231,10 @@ def train(config: dict, out_dir: str | Path | None = None, resume: bool = False,
                "return_mean": float(returns.mean()), "return_max": float(returns.max()),
                "return_min": float(returns.min()), "theta_d_norm": float(np.linalg.norm(x)),
                "steps_per_s": gen_steps / max(gen_time, 1e-9),
-               "steps_per_s_per_rank": local_steps / max(gen_time, 1e-9), "comm_bytes": comm_bytes}
+               "steps_per_s_per_rank": local_steps / max(gen_time, 1e-9),
+               # share of this rank's generation spent inside env.reset/step: 1 minus it is the
+               # overhead of policy, projection, update and communication
+               "env_time_frac": (env.seconds - env_seconds) / max(gen_time, 1e-9), "comm_bytes": comm_bytes}
         last = generation + 1 == config["generations"]
         stop = False
         if (generation + 1) % config["eval_every"] == 0 or last:
