@@ -190,13 +190,14 @@ def _run_point(config: dict, dim, seed: int, quiet: bool, comm=None) -> dict:
     name = point_name(dim, seed)
     run_dir = Path(config["results"]) / "runs" / name
     done = run_dir / "summary.json"
-    if done.exists():
-        return json.loads(done.read_text())
     overrides = dict(config["overrides"])
     if dim == "full":
         overrides.update(config["baseline_overrides"])
     overrides.update(dim=dim, seed=seed)
     tconfig = trainer.resolve(config["config"], overrides)
+    if done.exists():
+        _check_same_config(run_dir, tconfig, getattr(trainer, "DEFAULTS", {}))
+        return json.loads(done.read_text())
     rank0 = comm is None or comm.Get_rank() == 0
     if rank0 and run_dir.exists():  # a point killed half-way starts again from scratch
         shutil.rmtree(run_dir)
@@ -206,6 +207,24 @@ def _run_point(config: dict, dim, seed: int, quiet: bool, comm=None) -> dict:
         print(f"[{config['name']}] point dim={dim} seed={seed}", file=sys.stderr)
     kwargs = {"quiet": True} if "quiet" in inspect.signature(trainer.train).parameters else {}
     return trainer.train(tconfig, run_dir, **kwargs)
+
+
+def _check_same_config(run_dir: Path, tconfig: dict, defaults: dict) -> None:
+    """A finished point is reused only if it ran the config this sweep would run now. A key the
+    point's record lacks (added to rlsub since) matches when it holds the trainer's default."""
+    path = run_dir / "config.json"
+    if not path.exists():
+        return
+    recorded = json.loads(path.read_text())
+    now = json.loads(json.dumps(tconfig))  # the same normalisation (tuples -> lists) as the file
+    changed = sorted(k for k in now if k in recorded and recorded[k] != now[k])
+    changed += sorted(k for k in now if k not in recorded
+                      and (k not in defaults or json.loads(json.dumps(defaults[k])) != now[k]))
+    if changed:
+        diffs = "; ".join(f"{k}: {recorded.get(k, '(absent)')!r} -> {now[k]!r}" for k in changed[:5])
+        raise ConfigError(f"{run_dir} was run with another config ({diffs}). A sweep resumes only with the "
+                          f"settings it started with: restore them, or move the results folder away to start "
+                          f"afresh.")
 
 
 def _adaptive_next(config: dict, points: list[dict], D: int) -> list[int]:

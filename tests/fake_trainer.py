@@ -11,8 +11,10 @@ import numpy as np
 from rlsub.config import load_yaml, merge
 from rlsub.rundir import RunDir
 
-DEFAULTS = {"dim": 1, "seed": 0, "knee": 100, "top": 1.0, "low": 0.0, "noise": 0.0, "fail_at_call": None}
+DEFAULTS = {"dim": 1, "seed": 0, "knee": 100, "top": 1.0, "low": 0.0, "noise": 0.0}
 CALLS = []
+#: the call (1-based) that is "killed half-way" (a KeyboardInterrupt after writing the config), or None
+FAIL_AT_CALL = None
 
 
 def resolve(config_path, overrides):
@@ -31,7 +33,7 @@ def train(config, out_dir, resume=False):
     CALLS.append((config["dim"], config["seed"]))
     run = RunDir(Path(out_dir))
     run.write_config(config)
-    if config["fail_at_call"] is not None and len(CALLS) == config["fail_at_call"]:
+    if FAIL_AT_CALL is not None and len(CALLS) == FAIL_AT_CALL:
         raise KeyboardInterrupt  # killed half-way: config written, no summary
     summary = {"task": "fake", "trainer": "fake", "D": 1000, "d": None if config["dim"] == "full" else config["dim"],
                "dim": config["dim"], "projection": "dense", "seed": config["seed"], "metric": "score",

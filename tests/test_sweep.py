@@ -13,6 +13,7 @@ from rlsub.report import compare_tasks
 def fake(monkeypatch, tmp_path):
     monkeypatch.setitem(trainers.TRAINERS, "fake", "fake_trainer")
     fake_trainer.CALLS.clear()
+    monkeypatch.setattr(fake_trainer, "FAIL_AT_CALL", None)
     (tmp_path / "fake.yaml").write_text("knee: 100\n")
     return tmp_path
 
@@ -78,7 +79,7 @@ def test_grid_sweep_finds_knee(fake):
 
 
 def test_sweep_resumes_after_interruption(fake):
-    (fake / "fake.yaml").write_text("knee: 100\nfail_at_call: 5\n")
+    fake_trainer.FAIL_AT_CALL = 5
     config = sweep.resolve(write_sweep(fake), fake / "results")
     with pytest.raises(KeyboardInterrupt):
         sweep.run_sweep(config, quiet=True)
@@ -87,12 +88,34 @@ def test_sweep_resumes_after_interruption(fake):
     finished = len((fake / "results" / "fake_sweep" / "points.jsonl").read_text().splitlines())
     assert finished == 4
     fake_trainer.CALLS.clear()
-    (fake / "fake.yaml").write_text("knee: 100\n")
+    fake_trainer.FAIL_AT_CALL = None
     summary = sweep.run_sweep(config, quiet=True)
     # the 4 finished points are not run again; the killed one is
     assert len(fake_trainer.CALLS) == 18 - 4
     assert fake_trainer.CALLS[0] == killed
     assert summary["n_points"] == 18 and summary["d_int90"] == 100
+
+
+def test_resume_refuses_points_run_with_another_config(fake):
+    config = sweep.resolve(write_sweep(fake, dims=[50]), fake / "results")
+    sweep.run_sweep(config, quiet=True)
+    points_file = fake / "results" / "fake_sweep" / "points.jsonl"
+    before = points_file.read_text()
+    (fake / "fake.yaml").write_text("knee: 100\ntop: 2.0\n")
+    fake_trainer.CALLS.clear()
+    with pytest.raises(ConfigError, match=r"another config \(top: 1.0 -> 2.0\)"):
+        sweep.run_sweep(config, quiet=True)
+    assert fake_trainer.CALLS == [] and points_file.read_text() == before  # nothing run, nothing lost
+    # a key added to the trainer since the points ran matches when it holds its default
+    for run in (fake / "results" / "fake_sweep" / "runs").iterdir():
+        recorded = json.loads((run / "config.json").read_text())
+        del recorded["noise"]
+        (run / "config.json").write_text(json.dumps(recorded))
+    (fake / "fake.yaml").write_text("knee: 100\n")
+    assert sweep.run_sweep(config, quiet=True)["n_points"] == 6 and fake_trainer.CALLS == []
+    (fake / "fake.yaml").write_text("knee: 100\nnoise: 0.5\n")
+    with pytest.raises(ConfigError, match="noise"):
+        sweep.run_sweep(config, quiet=True)
 
 
 def test_adaptive_search_needs_fewer_runs_than_a_dense_grid(fake):
