@@ -148,3 +148,23 @@ def test_trainer_writes_a_run_directory(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["timesteps"] for r in rows[:3]] == [100, 200, 300] and "eval_return" in rows[1]
     assert np.load(tmp_path / "theta_d.npy").shape == (8,)
+
+
+def test_reward_scale_scales_training_rewards_only():
+    config = trainer.resolve("configs/dqn/cartpole.yaml", {"reward_scale": 0.25})
+    train_env = trainer.make_env(config, seed=0)
+    eval_env = trainer.make_env(config, seed=0, evaluation=True)
+    for env, per_step in ((train_env, 0.25), (eval_env, 1.0)):
+        env.reset()
+        rewards, infos = [], []
+        for _ in range(200):
+            _, r, done, info = env.step(np.array([0]))  # always push left: episodes of ~10 steps
+            rewards.append(float(r[0]))
+            if done[0]:
+                infos.append(info[0]["episode"])
+        assert set(rewards) == {per_step}
+        # the Monitor's episode return (what metrics.jsonl logs) is the unscaled one: one per step
+        assert infos and all(ep["r"] == ep["l"] for ep in infos)
+    for bad in (0, -1, "x", True):
+        with pytest.raises(trainer.ConfigError, match="reward_scale"):
+            trainer.resolve(None, {"reward_scale": bad})

@@ -46,6 +46,8 @@ DEFAULTS: dict[str, Any] = {
     "metric_min": None,        # the lowest possible return (0 for CartPole, -21 for Pong)
     "threads": 1,              # torch.set_num_threads
     "save_model": True,        # write the SB3 zip model.zip
+    "reward_scale": 1.0,       # training rewards times this (Q-values scale with it); evaluation
+                               # and the logged returns stay unscaled
     "dqn": {                   # stable_baselines3.DQN keyword arguments
         "learning_rate": 1e-4,
         "buffer_size": 1_000_000,
@@ -78,6 +80,9 @@ def resolve(config_path: str | None, overrides: dict) -> dict:
             raise ConfigError(f"{key} must be a non-negative integer, got {value!r}")
     if config["timesteps"] < 1 or config["eval_episodes"] < 1 or config["threads"] < 1:
         raise ConfigError("timesteps, eval_episodes and threads must be >= 1")
+    scale = config["reward_scale"]
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
+        raise ConfigError(f"reward_scale must be a positive number, got {scale!r}")
     if config["policy"] not in POLICIES:
         raise ConfigError(f"unknown policy {config['policy']!r}; choose one of {list(POLICIES)}")
     for key in ("init_seed", "projection_seed"):
@@ -110,12 +115,24 @@ def make_env(config: dict, seed: int, evaluation: bool = False):
 
     _register_ale()
     kwargs = dict(config["env_kwargs"])
+    scale = float(config.get("reward_scale", 1.0))
     if not config["atari"]:
-        return make_vec_env(config["env"], n_envs=1, seed=seed, env_kwargs=kwargs)
+        # Monitor (inside make_vec_env) records the unscaled episode returns; the scaling wraps it
+        wrap = dict(wrapper_class=_scale_reward, wrapper_kwargs=dict(scale=scale)) if scale != 1.0 and not evaluation \
+            else {}
+        return make_vec_env(config["env"], n_envs=1, seed=seed, env_kwargs=kwargs, **wrap)
+    if scale != 1.0:
+        raise ConfigError("reward_scale is for non-Atari environments (Atari rewards are clipped to [-1, 1])")
     # Evaluation sees the true score: no reward clipping, no end of episode at a lost life.
     wrapper = dict(clip_reward=False, terminal_on_life_loss=False) if evaluation else None
     env = make_atari_env(config["env"], n_envs=1, seed=seed, env_kwargs=kwargs, wrapper_kwargs=wrapper)
     return VecFrameStack(env, n_stack=config["frame_stack"])
+
+
+def _scale_reward(env, scale: float):
+    import gymnasium as gym
+
+    return gym.wrappers.TransformReward(env, lambda r: scale * r)
 
 
 def build_model(config: dict, env, tensorboard_log=None):
