@@ -141,7 +141,7 @@ def test_bad_sweep_configs(fake):
         sweep.resolve(write_sweep(fake, dims=[]))
 
 
-def test_report_from_fixture_results(fake):
+def test_report_from_fixture_results(fake, capsys):
     results = fake / "results"
     for name, knee, paper_task in [("mnist", 700, "mnist_fc"), ("cp", 5, "cartpole_es")]:
         (fake / "fake.yaml").write_text(f"knee: {knee}\n")
@@ -162,6 +162,12 @@ def test_report_from_fixture_results(fake):
     assert "x easier" in cp_row(text)
     assert (results / "plots" / "curves.png").stat().st_size > 1000
     assert (results / "plots" / "d_int90.png").stat().st_size > 1000
+    from rlsub.cli import main
+
+    assert main(["compare-tasks", "--results", str(results)]) == 0
+    printed = capsys.readouterr().out
+    line = next(x for x in printed.splitlines() if "cartpole_es" in x)
+    assert line.split("d_int90")[1].split()[:2] == ["5", "(interpolated"] and "paper 4" in line
 
 
 def cp_row(text):

@@ -16,7 +16,10 @@ def run(args) -> int:
     out, rows = compare_tasks(args.results, args.out)
     for r in rows:
         if r["measured"]:
-            d = f"{r['d_int90_interp']:.3g}" if r.get("reached") else "not reached"
-            print(f"{r['key']:>28}: d_int90 {d:>12}   paper {r['paper_d_int90'] or '-'}")
+            if r.get("reached"):
+                d = f"{r['d_int90']} (interpolated {r['d_int90_interp']:.3g})"
+            else:
+                d = "not reached"
+            print(f"{r['key']:>28}: d_int90 {d:>26}   paper {r['paper_d_int90'] or '-'}")
     print(f"report: {out}")
     return 0
