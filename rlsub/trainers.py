@@ -64,11 +64,13 @@ def build_network(
     dim,
     projection: str = "fastfood",
     projection_seed: int = 0,
+    what: str = "network",
 ) -> tuple[nn.Module, int, int | None]:
     """The network a config asks for: (module, D, d), with d None for ``dim == 'full'``.
 
     The module's initialisation (theta_0) comes from ``init_seed``; for a subspace ``dim`` it is
     wrapped in :class:`SubspaceModel` with P from ``(projection, D, dim, projection_seed)``.
+    ``what`` names the network in the error for d > D ("policy", "network").
     """
     dim = parse_dim(dim)
     try:
@@ -79,5 +81,5 @@ def build_network(
     if dim == "full":
         return net, D, None
     if dim > D:
-        raise ConfigError(f"dim = {dim} exceeds the network's D = {D}")
+        raise ConfigError(f"dim = {dim} exceeds the {what}'s D = {D}")
     return SubspaceModel(net, dim, projection=projection, seed=projection_seed), D, dim

@@ -41,10 +41,9 @@ from rlsub.es.core import (
 )
 from rlsub.es.envs import EnvClock, make_env, metric_min
 from rlsub.es.policy import Actor, reference_batch, rollout
-from rlsub.models import build_model, num_params
 from rlsub.rundir import RunDir, read_json
 from rlsub.subspace import SubspaceModel, atomic_save_npy
-from rlsub.trainers import parse_dim
+from rlsub.trainers import build_network, parse_dim
 
 DEFAULTS: dict = {
     "task": None,  # name used in reports; defaults to the environment id
@@ -104,17 +103,11 @@ def build_policy(config: dict, env) -> tuple[SubspaceModel, int]:
         kwargs.setdefault("in_channels", obs_shape[0])
         kwargs.setdefault("image_size", obs_shape[-1])
         kwargs.setdefault("num_actions", n_out)
-    try:
-        net = build_model(config["model"], seed=config["seed"], **kwargs)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"cannot build model {config['model']!r} with {kwargs}: {exc}") from None
-    D = num_params(net)
-    dim = config["dim"]
-    if dim == "full":
+    net, D, d = build_network(config["model"], kwargs, config["seed"], config["dim"], config["projection"],
+                              config["seed"], what="policy")
+    if d is None:  # full space: the identity projection keeps one code path for both
         return SubspaceModel(net, D, projection="identity", seed=config["seed"]), D
-    if dim > D:
-        raise ConfigError(f"dim = {dim} exceeds the policy's D = {D}")
-    return SubspaceModel(net, dim, projection=config["projection"], seed=config["seed"]), D
+    return net, D
 
 
 def _default_out(config: dict) -> Path:
