@@ -9,9 +9,12 @@ flushed one at a time, and a resumed run truncates them back to its checkpoint.
 from __future__ import annotations
 
 import json
+import os
 import platform
+import shlex
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -37,18 +40,12 @@ def git_commit() -> str:
 
 def machine() -> dict[str, Any]:
     """Where a run happened (recorded in summaries for provenance)."""
-    import os
-
     return {"host": socket.gethostname(), "platform": platform.platform(), "python": platform.python_version(),
             "cpus": os.cpu_count()}
 
 
 def command_line() -> str:
     """The command this process was started with (program name without its path)."""
-    import os
-    import shlex
-    import sys
-
     return shlex.join([os.path.basename(sys.argv[0]), *sys.argv[1:]]) if sys.argv else ""
 
 

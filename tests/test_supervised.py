@@ -167,12 +167,16 @@ def test_memorisation_metric_is_training_accuracy(tmp_path):
 
 
 @needs_mnist
-def test_cli_train_runs_a_config(tmp_path, capsys):
+def test_cli_train_runs_a_config(tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
-    code = main(["train", "--config", MNIST_FC, "--dim", "20", "--epochs", "1",
-                 "--subset", "500", "--data-dir", str(DATA), "--out", str(out), "--quiet"])
+    args = ["train", "--config", MNIST_FC, "--dim", "20", "--epochs", "1",
+            "--subset", "500", "--data-dir", str(DATA), "--out", str(out), "--quiet"]
+    monkeypatch.setattr("sys.argv", ["/some/venv/bin/rlsub", *args])
+    code = main(args)
     assert code == 0
     assert json.loads((out / "config.json").read_text())["dim"] == 20
+    # the summary records the command line that started the run, as every trainer's does
+    assert json.loads((out / "summary.json").read_text())["command"] == "rlsub " + " ".join(args)
     assert "mnist_fc: d=20" in capsys.readouterr().out
 
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
-import sys
-
 HELP = "sweep d (grid or adaptive) for one trainer and measure d_int90"
 
 
@@ -16,10 +13,10 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from rlsub import sweep
+    from rlsub.rundir import command_line
 
     config = sweep.resolve(args.config, args.results)
-    command = "rlsub " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    summary = sweep.run_sweep(config, command=command, quiet=args.quiet)
+    summary = sweep.run_sweep(config, command=command_line(), quiet=args.quiet)
     from mpi4py import MPI
 
     if MPI.COMM_WORLD.Get_rank() == 0:

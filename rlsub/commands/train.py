@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
-import sys
-
 from rlsub.errors import UserError
 
 HELP = "train an image classifier (MNIST, CIFAR-10) in a random subspace, or in full space"
@@ -31,8 +28,6 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from rlsub.supervised import trainer
 
-    command = "rlsub " + shlex.join(sys.argv[1:])
-
     overrides = {"dim": args.dim, "projection": args.projection, "seed": args.seed, "epochs": args.epochs,
                  "subset": args.subset, "lr": args.lr, "full_lr": args.lr, "batch_size": args.batch_size,
                  "threads": args.threads, "data_dir": args.data_dir}
@@ -42,10 +37,10 @@ def run(args) -> int:
         base = trainer.load_run_config(args.resume)
         config = trainer.resolve(None, trainer.merge(base, {k: v for k, v in overrides.items() if v is not None},
                                                      "command line"))
-        summary = trainer.train(config, args.resume, resume=True, quiet=args.quiet, command=command)
+        summary = trainer.train(config, args.resume, resume=True, quiet=args.quiet)
     else:
         config = trainer.resolve(args.config, overrides)
-        summary = trainer.train(config, args.out, quiet=args.quiet, command=command)
+        summary = trainer.train(config, args.out, quiet=args.quiet)
     print(f"{summary['task']}: d={summary['dim']} seed={summary['seed']} test acc "
           f"{summary['test_accuracy']:.4f} train acc {summary['train_accuracy']:.4f} after "
           f"{summary['epochs']} epochs, {summary['wall_time_s']:.1f} s [{summary['data_description']}]")

@@ -172,11 +172,8 @@ def train_step(net: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor
     return float(loss.detach()), int((logits.detach().argmax(dim=1) == y).sum())
 
 
-def train(config: dict, out_dir: str | Path | None = None, resume: bool = False, quiet: bool = False,
-          command: str | None = None) -> dict:
+def train(config: dict, out_dir: str | Path | None = None, resume: bool = False, quiet: bool = False) -> dict:
     """Train with ``config`` (from :func:`resolve`); returns the summary written to ``out_dir``.
-
-    ``command``, when given, is recorded in the summary (the command line that started the run).
 
     Everything that can fail on bad input (data, network, d vs D) happens before the run
     directory is created, so a failed start leaves nothing behind.
@@ -262,7 +259,7 @@ def train(config: dict, out_dir: str | Path | None = None, resume: bool = False,
                "batch_size": bs, "lr": lr, "train_examples": n,
                "wall_time_s": wall, "threads": config["threads"],
                "data_source": data.source, "data_description": data.describe,
-               "data_dir": str(data_root(config["data_dir"])), "command": command}
+               "data_dir": str(data_root(config["data_dir"]))}
     if d is None:
         run.save_theta(nn.utils.parameters_to_vector(net.parameters()).detach().numpy(), "theta_D.npy")
     else:
