@@ -168,3 +168,5 @@ def test_reward_scale_scales_training_rewards_only():
     for bad in (0, -1, "x", True):
         with pytest.raises(trainer.ConfigError, match="reward_scale"):
             trainer.resolve(None, {"reward_scale": bad})
+    with pytest.raises(trainer.ConfigError, match="reward_scale is for non-Atari"):
+        trainer.resolve("configs/dqn/pong.yaml", {"reward_scale": 0.5})

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from rlsub.config import ConfigError, load_yaml, merge
+from rlsub.es.envs import register_ale
 from rlsub.rundir import RunDir
 from rlsub.trainers import parse_dim
 
@@ -83,6 +84,8 @@ def resolve(config_path: str | None, overrides: dict) -> dict:
     scale = config["reward_scale"]
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
         raise ConfigError(f"reward_scale must be a positive number, got {scale!r}")
+    if config["atari"] and scale != 1.0:
+        raise ConfigError("reward_scale is for non-Atari environments (Atari rewards are clipped to [-1, 1])")
     if config["policy"] not in POLICIES:
         raise ConfigError(f"unknown policy {config['policy']!r}; choose one of {list(POLICIES)}")
     for key in ("init_seed", "projection_seed"):
@@ -94,18 +97,11 @@ def resolve(config_path: str | None, overrides: dict) -> dict:
 def _check_env(env_id: str) -> None:
     import gymnasium as gym
 
-    _register_ale()
+    register_ale()
     try:
         gym.spec(env_id)
     except gym.error.Error as exc:
         raise ConfigError(f"unknown environment {env_id!r} ({exc})") from None
-
-
-def _register_ale() -> None:
-    import ale_py
-    import gymnasium as gym
-
-    gym.register_envs(ale_py)
 
 
 def make_env(config: dict, seed: int, evaluation: bool = False):
@@ -113,16 +109,14 @@ def make_env(config: dict, seed: int, evaluation: bool = False):
     from stable_baselines3.common.env_util import make_atari_env, make_vec_env
     from stable_baselines3.common.vec_env import VecFrameStack
 
-    _register_ale()
+    register_ale()
     kwargs = dict(config["env_kwargs"])
-    scale = float(config.get("reward_scale", 1.0))
+    scale = float(config["reward_scale"])
     if not config["atari"]:
         # Monitor (inside make_vec_env) records the unscaled episode returns; the scaling wraps it
         wrap = dict(wrapper_class=_scale_reward, wrapper_kwargs=dict(scale=scale)) if scale != 1.0 and not evaluation \
             else {}
         return make_vec_env(config["env"], n_envs=1, seed=seed, env_kwargs=kwargs, **wrap)
-    if scale != 1.0:
-        raise ConfigError("reward_scale is for non-Atari environments (Atari rewards are clipped to [-1, 1])")
     # Evaluation sees the true score: no reward clipping, no end of episode at a lost life.
     wrapper = dict(clip_reward=False, terminal_on_life_loss=False) if evaluation else None
     env = make_atari_env(config["env"], n_envs=1, seed=seed, env_kwargs=kwargs, wrapper_kwargs=wrapper)
@@ -135,7 +129,7 @@ def _scale_reward(env, scale: float):
     return gym.wrappers.TransformReward(env, lambda r: scale * r)
 
 
-def build_model(config: dict, env, tensorboard_log=None):
+def build_model(config: dict, env):
     """The SB3 DQN model for a resolved config (subspace policy, or its full-space twin)."""
     from stable_baselines3 import DQN
 

@@ -31,7 +31,8 @@ def metric_min(env_id: str) -> float:
     return 0.0
 
 
-def _register_ale() -> None:
+def register_ale() -> None:
+    """Make the ``ALE/...`` ids known to gymnasium (ale-py ships the ROMs)."""
     import ale_py
 
     gym.register_envs(ale_py)
@@ -41,7 +42,7 @@ def make_env(env_id: str, **kwargs) -> gym.Env:
     """Build ``env_id`` (Atari ids preprocessed as described above); unknown ids raise ConfigError."""
     atari = env_id.startswith("ALE/")
     if atari:
-        _register_ale()
+        register_ale()
     try:
         if atari:
             env = gym.make(env_id, frameskip=1, **kwargs)
