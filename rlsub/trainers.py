@@ -19,12 +19,14 @@ full-space baseline), ``dim`` (int or "full"), ``projection`` (None for full), `
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from types import ModuleType
 
 from torch import nn
 
 from rlsub.config import ConfigError
 from rlsub.models import build_model, num_params
+from rlsub.rundir import read_json
 from rlsub.subspace import SubspaceModel
 
 #: trainer name -> module path
@@ -83,3 +85,12 @@ def build_network(
     if dim > D:
         raise ConfigError(f"dim = {dim} exceeds the {what}'s D = {D}")
     return SubspaceModel(net, dim, projection=projection, seed=projection_seed), D, dim
+
+
+def load_run_config(run_dir: str | Path, defaults: dict) -> dict:
+    """The resolved config of an existing run directory (for resuming it): the keys of ``defaults``
+    from its ``config.json``, without what the trainer derived and recorded beside them (D, d, ...)."""
+    path = Path(run_dir) / "config.json"
+    if not path.exists():
+        raise ConfigError(f"cannot resume: {path} not found")
+    return {k: v for k, v in read_json(path).items() if k in defaults}

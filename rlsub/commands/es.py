@@ -24,6 +24,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from rlsub.es import trainer
+    from rlsub.trainers import load_run_config
 
     comm = trainer._comm()
     try:
@@ -32,7 +33,7 @@ def run(args) -> int:
         if args.resume:
             if args.config or args.out:
                 raise UserError("--resume takes its config and directory from RUN_DIR; drop --config/--out")
-            base = trainer.load_run_config(args.resume)
+            base = load_run_config(args.resume, trainer.DEFAULTS)
             config = trainer.merge(base, {k: v for k, v in overrides.items() if v is not None}, "command line")
             config = trainer.resolve(None, config)
             summary = trainer.train(config, args.resume, resume=True, quiet=args.quiet)

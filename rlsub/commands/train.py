@@ -27,6 +27,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from rlsub.supervised import trainer
+    from rlsub.trainers import load_run_config
 
     overrides = {"dim": args.dim, "projection": args.projection, "seed": args.seed, "epochs": args.epochs,
                  "subset": args.subset, "lr": args.lr, "full_lr": args.lr, "batch_size": args.batch_size,
@@ -34,7 +35,7 @@ def run(args) -> int:
     if args.resume:
         if args.config or args.out:
             raise UserError("--resume takes its config and directory from RUN_DIR; drop --config/--out")
-        base = trainer.load_run_config(args.resume)
+        base = load_run_config(args.resume, trainer.DEFAULTS)
         config = trainer.resolve(None, trainer.merge(base, {k: v for k, v in overrides.items() if v is not None},
                                                      "command line"))
         summary = trainer.train(config, args.resume, resume=True, quiet=args.quiet)

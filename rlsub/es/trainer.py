@@ -41,7 +41,7 @@ from rlsub.es.core import (
 )
 from rlsub.es.envs import EnvClock, make_env, metric_min
 from rlsub.es.policy import Actor, reference_batch, rollout
-from rlsub.rundir import RunDir, read_json
+from rlsub.rundir import RunDir
 from rlsub.subspace import SubspaceModel, atomic_save_npy
 from rlsub.trainers import build_network, parse_dim
 
@@ -269,14 +269,3 @@ def train(config: dict, out_dir: str | Path | None = None, resume: bool = False,
     comm.Barrier()
     env.close()
     return summary
-
-
-def load_run_config(run_dir: str | Path) -> dict:
-    """The resolved config of an existing run directory (for --resume)."""
-    path = Path(run_dir) / "config.json"
-    if not path.exists():
-        raise ConfigError(f"cannot resume: {path} not found")
-    config = read_json(path)
-    for key in ("D", "d", "projection_kind", "n_ranks"):
-        config.pop(key, None)
-    return config

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from rlsub.config import ConfigError, load_yaml, merge
 from rlsub.errors import UserError
 from rlsub.models import MODELS
-from rlsub.rundir import RunDir, read_json
+from rlsub.rundir import RunDir
 from rlsub.subspace import SubspaceModel
 from rlsub.supervised.data import ImageData, data_root, load_dataset
 from rlsub.trainers import build_network, parse_dim
@@ -266,11 +266,3 @@ def train(config: dict, out_dir: str | Path | None = None, resume: bool = False,
         run.save_theta(net.get_flat())
     run.write_summary(summary)
     return summary
-
-
-def load_run_config(run_dir: str | Path) -> dict:
-    """The resolved config of an existing run directory (for resuming it), derived keys dropped."""
-    path = Path(run_dir) / "config.json"
-    if not path.exists():
-        raise ConfigError(f"cannot resume: {path} not found")
-    return {k: v for k, v in read_json(path).items() if k in DEFAULTS}
