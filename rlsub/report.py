@@ -9,11 +9,10 @@ a log scale. A task without results is listed as not measured, with the command 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from rlsub.paper import PAPER, REFERENCE_TASK, sweep_command
-from rlsub.subspace import atomic_write_text
+from rlsub.subspace import atomic_write, atomic_write_text
 
 
 def load_sweeps(results: str | Path) -> dict[str, dict]:
@@ -194,9 +193,7 @@ def plot(sweeps: dict[str, dict], rows: list[dict], out_dir: Path) -> list[Path]
 
 
 def _save(fig, path: Path) -> Path:
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110))
     return path
 
 

@@ -159,17 +159,24 @@ def load_checkpoint(path: str | os.PathLike, build: Callable[[dict], nn.Module])
     return model
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write text to path via a temporary file and a rename, so readers never see half a file."""
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> None:
+    """``write(tmp)`` to a temporary file beside ``path``, then rename it over ``path``, so readers
+    see the old file or the new one, never half of one. The temporary keeps ``path``'s suffix
+    (np.save, np.savez and savefig go by it) and is removed if ``write`` fails."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write text to path atomically (see :func:`atomic_write`)."""
+    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
-    """np.save via a temporary file and a rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)
+    """np.save to path atomically (see :func:`atomic_write`)."""
+    atomic_write(path, lambda tmp: np.save(tmp, array))

@@ -143,3 +143,26 @@ def test_config_yaml_reads_exponent_floats(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("lr: 1e-3\nsigma: 2E-2\nsteps: 1_000\nname: run1e3\n")
     assert load_yaml(path) == {"lr": 0.001, "sigma": 0.02, "steps": 1000, "name": "run1e3"}
+
+
+def test_atomic_write_replaces_whole_files_and_keeps_the_old_one_on_failure(tmp_path):
+    from rlsub.subspace import atomic_save_npy, atomic_write, atomic_write_text
+
+    target = tmp_path / "summary.json"
+    atomic_write_text(target, "old")
+    atomic_write_text(target, "new")
+    assert target.read_text() == "new"
+
+    def fail(tmp):
+        tmp.write_text("half")
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(target, fail)
+    assert target.read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]  # no temporary left behind
+    # writers that go by the suffix (np.save would add .npy to a name without it) land on the name asked
+    atomic_save_npy(tmp_path / "theta_d.npy", np.arange(3.0))
+    atomic_write(tmp_path / "state.npz", lambda tmp: np.savez(tmp, a=np.ones(2)))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.npz", "summary.json", "theta_d.npy"]
+    np.testing.assert_array_equal(np.load(tmp_path / "theta_d.npy"), np.arange(3.0))

@@ -22,9 +22,9 @@ counter restore a run exactly.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +42,7 @@ from rlsub.es.core import (
 from rlsub.es.envs import EnvClock, make_env, metric_min
 from rlsub.es.policy import Actor, reference_batch, rollout
 from rlsub.rundir import RunDir
-from rlsub.subspace import SubspaceModel, atomic_save_npy
+from rlsub.subspace import SubspaceModel, atomic_save_npy, atomic_write
 from rlsub.trainers import build_network, parse_dim
 
 DEFAULTS: dict = {
@@ -249,9 +249,7 @@ def train(config: dict, out_dir: str | Path | None = None, resume: bool = False,
                          "elapsed": np.array(row["wall_time_s"]), "seed": np.array(seed)}
                 if obs_stats is not None:
                     state.update(obs_stats.state())
-                tmp = out / f".checkpoint.tmp{os.getpid()}.npz"
-                np.savez(tmp, **state)
-                tmp.replace(ckpt_path)
+                atomic_write(ckpt_path, partial(np.savez, **state))
         if stop:
             break
     if eval_return is None:  # resumed a run that had already finished its generations

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from rlsub.errors import UserError
+from rlsub.subspace import atomic_write
 
 MNIST_MIRRORS = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -229,9 +230,7 @@ def _cached(path: Path, decode) -> dict[str, np.ndarray]:
     arrays = decode()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.npz")
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: np.savez(tmp, **arrays))
     except OSError:  # a cache that cannot be written only costs time
         pass
     return arrays

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ from rlsub.config import ConfigError, load_yaml, merge
 from rlsub.errors import UserError
 from rlsub.models import MODELS
 from rlsub.rundir import RunDir
-from rlsub.subspace import SubspaceModel
+from rlsub.subspace import SubspaceModel, atomic_write
 from rlsub.supervised.data import ImageData, data_root, load_dataset
 from rlsub.trainers import build_network, parse_dim
 
@@ -242,10 +243,9 @@ def train(config: dict, out_dir: str | Path | None = None, resume: bool = False,
             print(f"epoch {epoch + 1:3d}/{config['epochs']} loss {row['train_loss']:.4f} "
                   f"train acc {row['train_acc_running']:.4f} test acc {test_acc:.4f} "
                   f"({train_time:.1f} s)", file=sys.stderr)
-        tmp = out / ".checkpoint.pt.tmp"
-        torch.save({"net": net.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
-                    "order_gen": order_gen.get_state(), "elapsed": row["wall_time_s"]}, tmp)
-        tmp.replace(ckpt_path)
+        state = {"net": net.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
+                 "order_gen": order_gen.get_state(), "elapsed": row["wall_time_s"]}
+        atomic_write(ckpt_path, partial(torch.save, state))
     if test_acc is None:  # resumed a run that had already finished its epochs
         test_acc = accuracy(net, batches, batches.x_test, batches.y_test, config["eval_batch_size"])
     train_acc = accuracy(net, batches, batches.x_train, batches.y_train, config["eval_batch_size"])
