@@ -192,7 +192,10 @@ def test_mpi_sweep_spreads_points_over_ranks(fake):
         f"config = sweep.resolve({str(path)!r}, {str(fake / 'results')!r})\n"
         "summary = sweep.run_sweep(config, quiet=True)\n"
         "from mpi4py import MPI\n"
-        "print('CALLS', MPI.COMM_WORLD.Get_rank(), json.dumps(fake_trainer.CALLS), summary['d_int90'])\n"
+        "rank = MPI.COMM_WORLD.Get_rank()\n"
+        # one file per rank: the ranks' stdout lines can interleave on their way through mpirun
+        f"out = {str(fake)!r} + f'/calls_{{rank}}.json'\n"
+        "json.dump({'calls': fake_trainer.CALLS, 'd_int90': summary['d_int90']}, open(out, 'w'))\n"
     )
     bin_dir = Path(sys.executable).parent
     env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}")
@@ -200,13 +203,11 @@ def test_mpi_sweep_spreads_points_over_ranks(fake):
                           text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr
     calls = {}
-    for line in proc.stdout.splitlines():
-        if line.startswith("CALLS"):
-            _, rank, rest = line.split(" ", 2)
-            data, d90 = rest.rsplit(" ", 1)
-            calls[int(rank)] = [tuple(c) for c in json.loads(data)]
-            assert d90 == "100"
-    assert set(calls) == {0, 1} and calls[0] and calls[1]
+    for rank in (0, 1):
+        record = json.loads((fake / f"calls_{rank}.json").read_text())
+        calls[rank] = [tuple(c) for c in record["calls"]]
+        assert record["d_int90"] == 100
+    assert calls[0] and calls[1]
     assert not set(calls[0]) & set(calls[1])  # no point ran twice
     assert len(calls[0]) + len(calls[1]) == 2 + 3 * 2
     lines = (fake / "results" / "fake_sweep" / "points.jsonl").read_text().splitlines()
