@@ -15,7 +15,8 @@ def main() -> None:
     p.add_argument("folder")
     p.add_argument("--title", default=None)
     args = p.parse_args()
-    rows = [json.loads(s.read_text()) for s in sorted(Path(args.folder).glob("*/summary.json"))]
+    paths = sorted(Path(args.folder).glob("*/summary.json"))
+    rows = [json.loads(s.read_text()) for s in paths]
     if not rows:
         raise SystemExit(f"no */summary.json under {args.folder}")
     print(f"# {args.title or args.folder}\n")
@@ -23,7 +24,7 @@ def main() -> None:
           "(each holds `config.json`, `metrics.jsonl` and `theta_d.npy` too).\n")
     print("| run | task | D | d | projection | seed | metric | value | timesteps | wall time (s) | git commit |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for r, s in zip(rows, sorted(Path(args.folder).glob("*/summary.json"))):
+    for r, s in zip(rows, paths):
         value = r.get("value")
         value = f"{value:.2f}" if isinstance(value, float) else value
         print(f"| {s.parent.name} | {r.get('task')} | {r.get('D')} | {r.get('d')} | {r.get('projection')} | "
