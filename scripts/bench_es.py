@@ -59,6 +59,11 @@ def _es_command(args: list[str], n: int | None) -> tuple[list[str], Path]:
     return [*launcher, str(BIN / "rlsub"), "es", "--quiet", "--out", str(out / "run"), *args], out / "run"
 
 
+def _venv_env() -> dict:
+    """The environment for child processes, with the virtual environment's bin (mpirun) on PATH."""
+    return dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}")
+
+
 def _es_read(run: Path) -> tuple[dict, list[dict]]:
     summary = json.loads((run / "summary.json").read_text())
     return summary, [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -67,14 +72,13 @@ def _es_read(run: Path) -> tuple[dict, list[dict]]:
 def es_run(args: list[str], n: int | None = 1) -> tuple[dict, list[dict]]:
     """Run `rlsub es` under `mpirun -n n` (n None: a plain process, no mpirun)."""
     cmd, run = _es_command(args, n)
-    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}")
-    subprocess.run(cmd, check=True, capture_output=True, env=env)
+    subprocess.run(cmd, check=True, capture_output=True, env=_venv_env())
     return _es_read(run)
 
 
 def es_copies(args: list[str], copies: int) -> list[list[dict]]:
     """Run `copies` independent `mpirun -n 1` jobs at the same time; their metrics rows."""
-    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}")
+    env = _venv_env()
     started = []
     for _ in range(copies):
         cmd, run = _es_command(args, 1)
