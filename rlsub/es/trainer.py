@@ -54,7 +54,8 @@ DEFAULTS: dict = {
     "dim": 4,  # subspace dimension d, or "full" for the full-space baseline
     "projection": "auto",  # dense | sparse | fastfood | auto
     "seed": 0,  # drives theta_0, P, the noise and the environment seeds
-    "generations": 50,
+    "generations": 50,  # at most this many generations ...
+    "max_timesteps": None,  # ... or until this many environment steps (training + evaluation) have run
     "pairs": 20,  # mirrored pairs per generation (population = 2 * pairs)
     "sigma": 0.1,  # noise standard deviation in theta_d
     "lr": 0.05,  # Adam step size
@@ -84,6 +85,9 @@ def resolve(config_path: str | None, overrides: dict) -> dict:
     for key in ("generations", "pairs", "eval_every", "eval_episodes", "checkpoint_every"):
         if not isinstance(config[key], int) or config[key] < 1:
             raise ConfigError(f"{key} must be a positive integer, got {config[key]!r}")
+    budget = config["max_timesteps"]
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):
+        raise ConfigError(f"max_timesteps must be a positive integer or null, got {budget!r}")
     if not config["sigma"] > 0 or not config["lr"] > 0:
         raise ConfigError("sigma and lr must be positive")
     if config["task"] is None:
@@ -228,7 +232,8 @@ def train(config: dict, out_dir: str | Path | None = None, resume: bool = False,
                # share of this rank's generation spent inside env.reset/step: 1 minus it is the
                # overhead of policy, projection, update and communication
                "env_time_frac": (env.seconds - env_seconds) / max(gen_time, 1e-9), "comm_bytes": comm_bytes}
-        last = generation + 1 == config["generations"]
+        budget = config["max_timesteps"]
+        last = generation + 1 == config["generations"] or (budget is not None and timesteps >= budget)
         stop = False
         if (generation + 1) % config["eval_every"] == 0 or last:
             eval_return, eval_returns, eval_steps = evaluate(theta_0 + project(x), generation)
@@ -263,6 +268,8 @@ def train(config: dict, out_dir: str | Path | None = None, resume: bool = False,
                "generations": generation + 1, "wall_time_s": wall, "n_ranks": size}
     if rank == 0:
         atomic_save_npy(out / "theta_d.npy", x.astype(np.float32))
+        if obs_stats is not None:  # part of the model: the policy sees normalised observations
+            atomic_write(out / "obs_norm.npz", partial(np.savez, **obs_stats.state()))
         run.write_summary(summary)
     comm.Barrier()
     env.close()
