@@ -43,6 +43,11 @@ DEFAULTS: dict[str, Any] = {
     "eval_episodes": 10,       # final deterministic evaluation
     "eval_every": 10_000,      # periodic evaluation every this many steps (0: none)
     "eval_every_episodes": 5,
+    "select": "best",          # the model a run's value comes from: best (highest periodic
+                               # evaluation, as rl-baselines3-zoo keeps) | final (the last)
+    "solved_episodes": 0,      # a fixed-criterion test of the selected model: this many episodes
+    "solved_max_steps": None,  # ... capped at this many steps (200: CartPole-v0's episodes)
+    "solved_return": None,     # ... solved when their mean return reaches this (195 for CartPole-v0)
     "log_every": 1_000,        # a metrics.jsonl row every this many steps
     "metric_min": None,        # the lowest possible return (0 for CartPole, -21 for Pong)
     "threads": 1,              # torch.set_num_threads

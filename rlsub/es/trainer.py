@@ -54,6 +54,12 @@ DEFAULTS: dict = {
     "dim": 4,  # subspace dimension d, or "full" for the full-space baseline
     "projection": "auto",  # dense | sparse | fastfood | auto
     "seed": 0,  # drives theta_0, P, the noise and the environment seeds
+    "optimizer": "openai_es",  # openai_es (Salimans et al.) | cma_es (pycma, Hansen's CMA-ES)
+    "cma": {  # cma_es only
+        "popsize": None,  # candidates per generation (None: pycma's 4 + 3 ln n)
+        "sigma0": None,  # initial step size (None: sigma)
+        "diagonal": False,  # diagonal covariance (sep-CMA): O(n) memory, needed for large n
+    },
     "generations": 50,  # at most this many generations ...
     "max_timesteps": None,  # ... or until this many environment steps (training + evaluation) have run
     "pairs": 20,  # mirrored pairs per generation (population = 2 * pairs)
