@@ -82,7 +82,12 @@ def build_rows(sweeps: dict[str, dict]) -> list[dict]:
                        budget=_budget(s), sources=s.get("data_sources") or [],
                        ratio_mnist=(d / ref_d) if (d and ref_d) else None,
                        compression=(s["D"] / d) if (d and s.get("D")) else None,
-                       top_dim=max((c["dim"] for c in s.get("curve", [])), default=None))
+                       top_dim=max((c["dim"] for c in s.get("curve", [])), default=None),
+                       settled=(s.get("budget_curve") or {}).get("settled"),
+                       baseline_below=s.get("baseline_below_dims") or [],
+                       by_optimizer=s.get("by_optimizer"), fixed=s.get("fixed_criterion"),
+                       seeds=s.get("seeds"), value_rule=s.get("value_rule"), threshold=s.get("threshold"),
+                       budget_curve=s.get("budget_curve"))
         row["paper_ratio_mnist"] = (paper["d_int90"] / ref_paper) if paper else None
         rows.append(row)
     return rows
@@ -100,37 +105,121 @@ def markdown(rows: list[dict], results: str) -> str:
         "its minimum is 0); in brackets the estimate interpolated on log d, and the 16-84% bootstrap range "
         "over seeds.",
         "",
+        "Settled: whether d_int90 had stopped moving by the end of the budget (grid value unchanged and the "
+        "interpolated one within 10% over the last quarter of it; computed from the runs' logged evaluations, "
+        "`plots/d_int90_budget.png`).",
+        "",
         "| task | domain | D | d_int90 (grid; interp.) | bootstrap 16-84% | paper d_int90 | vs MNIST FC (ours) |"
-        " vs MNIST FC (paper) | D / d_int90 | baseline | budget |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        " vs MNIST FC (paper) | D / d_int90 | baseline | settled | budget |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     notes = []
     for r in rows:
         paper_ratio = _ratio_words(r["paper_ratio_mnist"])
         if not r["measured"]:
             lines.append(f"| {r['task']} | {r['domain']} | {_fmt(r['paper_D'])} | not measured | - | "
-                         f"{_fmt(r['paper_d_int90'])} | - | {paper_ratio} | - | - | `{r['command']}` |")
+                         f"{_fmt(r['paper_d_int90'])} | - | {paper_ratio} | - | - | - | `{r['command']}` |")
             continue
         if r["reached"]:
             d = f"{_fmt(r['d_int90'])} ({_fmt(r['d_int90_interp'])})"
         else:
             d = f"not reached (> {_fmt(r['top_dim'])})"
-        boot = f"{_fmt(r['p16'])}-{_fmt(r['p84'])}" if r.get("p16") is not None else "-"
+        if r.get("p16") is None:
+            boot = "-" if r.get("unreached_frac") is None else f"> {_fmt(r['top_dim'])}"
+        elif r.get("p84") is None:
+            boot = f"{_fmt(r['p16'])} to > {_fmt(r['top_dim'])}"
+        else:
+            boot = f"{_fmt(r['p16'])}-{_fmt(r['p84'])}"
         if r.get("unreached_frac"):
             boot += f" ({r['unreached_frac']:.0%} unreached)"
         comp = f"{r['compression']:.3g}x" if r.get("compression") else "-"
+        base = f"{_fmt(r['baseline'])} {r['metric']}"
+        if r["baseline_below"]:
+            base += f" (BELOW the subspace points at d = {', '.join(_fmt(x) for x in r['baseline_below'])})"
+        settled = {True: "yes", False: "no", None: "-"}[r.get("settled")]
         lines.append(f"| {r['task']} | {r['domain']} | {_fmt(r['D'])} | {d} | {boot} | {_fmt(r['paper_d_int90'])} | "
-                     f"{_ratio_words(r['ratio_mnist'])} | {paper_ratio} | {comp} | "
-                     f"{_fmt(r['baseline'])} {r['metric']} | {r['budget']} |")
+                     f"{_ratio_words(r['ratio_mnist'])} | {paper_ratio} | {comp} | {base} | {settled} | "
+                     f"{r['budget']} |")
         for src in r["sources"]:
             if "jpeg" in str(src).lower():
                 notes.append(f"- {r['task']}: computed from the JPEG re-encoding of CIFAR-10 ({src}), not the "
                              "official files; d_int90 is relative to a baseline trained on the same data.")
+    details = _details(rows)
+    if details:
+        lines += ["", "## Details of the measured tasks", "", *details]
     lines += ["", "Plots: `plots/curves.png` (performance vs d per task, with baseline and 90% line), "
-              "`plots/d_int90.png` (d_int90 of every task, ours beside the paper's, log scale)."]
+              "`plots/d_int90.png` (d_int90 of every task, ours beside the paper's, log scale), "
+              "`plots/d_int90_budget.png` (d_int90 against the fraction of the budget, per task)."]
     if notes:
         lines += ["", "Notes:", *notes]
     return "\n".join(lines) + "\n"
+
+
+def _d_words(a: dict) -> str:
+    if not a.get("reached"):
+        top = max((c["dim"] for c in a.get("curve", [])), default=None)
+        return f"not reached (> {_fmt(top)})"
+    return f"{_fmt(a['d_int90'])} (interp. {_fmt(a['d_int90_interp'])})"
+
+
+def _details(rows: list[dict]) -> list[str]:
+    """Per measured task: value rule, seeds, thresholds, per-optimizer and fixed-criterion results."""
+    out = []
+    for r in rows:
+        if not r["measured"] or not (r.get("by_optimizer") or r.get("fixed") or r["domain"] == "RL"):
+            continue
+        out.append(f"**{r['task']}** (paper: {_fmt(r['paper_d_int90'])}); seeds {r.get('seeds')}; "
+                   f"threshold {_fmt(r.get('threshold'))} = 90% of the baseline {_fmt(r['baseline'])}; "
+                   f"budget: {r['budget']}.")
+        if r.get("value_rule"):
+            out.append(f"- value per point: {r['value_rule']}; d_int90 {_d_words(r)}")
+        for name, a in (r.get("by_optimizer") or {}).items():
+            out.append(f"- {name} alone: d_int90 {_d_words(a)}; curve "
+                       + ", ".join(f"d={c['dim']}: {_fmt(c['mean'])}" for c in a.get("curve", [])))
+        f = r.get("fixed")
+        if f:
+            label = f.get("label") or f"{f['key']} >= {_fmt(f['threshold'])}"
+            d = "not reached" if f.get("d") is None else f"{_fmt(f['d'])} (interp. {_fmt(f['d_interp'])})"
+            out.append(f"- fixed criterion ({label}): d = {d}; baseline {_fmt(f.get('baseline_mean'))}; curve "
+                       + ", ".join(f"d={c['dim']}: {_fmt(c['mean'])}" for c in f.get("curve", [])))
+        bc = r.get("budget_curve") or {}
+        if bc.get("fractions"):
+            pick = [c for c in bc["fractions"] if c["fraction"] in (0.25, 0.5, 0.75, 1.0)]
+            out.append("- d_int90 at 25/50/75/100% of the budget: "
+                       + ", ".join(_fmt(c["d_int90"]) if c["d_int90"] is not None else "not reached" for c in pick)
+                       + f" (settled: {'yes' if bc.get('settled') else 'no'})")
+        out.append("")
+    return out
+
+
+def plot_budget(sweeps: dict[str, dict], out_dir: Path):
+    """d_int90 (interpolated) against the fraction of each sweep's budget, one line per task."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    drawn = 0
+    for key, s in sweeps.items():
+        fr = (s.get("budget_curve") or {}).get("fractions") or []
+        xs = [c["fraction"] for c in fr if c["d_int90_interp"]]
+        ys = [c["d_int90_interp"] for c in fr if c["d_int90_interp"]]
+        if not xs:
+            continue
+        budgets = (s.get("budget_curve") or {}).get("budgets") or []
+        unit = ", ".join(f"{_fmt(b['budget'])} {b['unit']}" for b in budgets[:2])
+        ax.plot(xs, ys, marker=".", label=f"{PAPER.get(key, {}).get('task', key)} (100% = {unit})")
+        drawn += 1
+    ax.set_yscale("log")
+    ax.set_xlabel("fraction of each point's budget")
+    ax.set_ylabel("d_int90 (interpolated)")
+    ax.set_xlim(0, 1.02)
+    ax.grid(which="both", alpha=0.3)
+    if drawn:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.set_title("d_int90 as the budget grows (from the runs' logged evaluations)", fontsize=10)
+    fig.tight_layout()
+    path = _save(fig, out_dir / "d_int90_budget.png")
+    plt.close(fig)
+    return path
 
 
 def plot(sweeps: dict[str, dict], rows: list[dict], out_dir: Path) -> list[Path]:
@@ -189,6 +278,7 @@ def plot(sweeps: dict[str, dict], rows: list[dict], out_dir: Path) -> list[Path]
     fig.tight_layout()
     paths.append(_save(fig, out_dir / "d_int90.png"))
     plt.close(fig)
+    paths.append(plot_budget(sweeps, out_dir))
     return paths
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import os
 import shutil
 import sys
 import time
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rlsub.analysis import analyse_sweep, budget_curve, budget_of
 from rlsub.config import ConfigError, load_yaml, merge
 from rlsub.rundir import git_commit, machine, write_json
 from rlsub.subspace import atomic_write_text
@@ -45,7 +47,15 @@ SWEEP_DEFAULTS: dict = {
     "paper_task": None,  # key into rlsub.paper.PAPER for the report
     "bootstrap": 1000,  # resamples for the uncertainty
     "bootstrap_seed": 0,
+    "spread_points": False,  # ES under mpirun: one point per rank (True) or every rank on each point;
+                             # the other trainers always spread their points over the ranks
+    "cross_check": None,  # {optimizer, max_dim, below_threshold_only, overrides}: re-run points at
+                          # d <= max_dim with a second optimizer in the same subspace (ES)
+    "fixed_criterion": None,  # {key, threshold, label}: d reaching a fixed value of a summary key
+                              # (e.g. the paper's "solved" test), beside the baseline-relative d_int90
 }
+
+CROSS_CHECK_DEFAULTS = {"optimizer": "cma_es", "max_dim": 16, "below_threshold_only": False, "overrides": {}}
 
 
 def resolve(path: str | Path, results_root: str | Path = "results") -> dict:
@@ -67,111 +77,79 @@ def resolve(path: str | Path, results_root: str | Path = "results") -> dict:
     config["baseline_seeds"] = config["baseline_seeds"] or config["seeds"]
     if not 0 < config["threshold"] <= 1:
         raise ConfigError(f"{path}: threshold must be in (0, 1], got {config['threshold']}")
+    if config["cross_check"] is not None:
+        if config["trainer"] != "es":
+            raise ConfigError(f"{path}: cross_check re-runs ES points with another optimizer; trainer is "
+                              f"{config['trainer']!r}")
+        config["cross_check"] = merge(CROSS_CHECK_DEFAULTS, config["cross_check"], f"{path}: cross_check")
+    fixed = config["fixed_criterion"]
+    if fixed is not None and (not isinstance(fixed, dict) or set(fixed) - {"key", "threshold", "label"}
+                              or not isinstance(fixed.get("key"), str)
+                              or not isinstance(fixed.get("threshold"), (int, float))):
+        raise ConfigError(f"{path}: fixed_criterion needs key (a summary key) and threshold (a number), got {fixed!r}")
     config["results"] = str(Path(results_root) / config["name"])
     return config
-
-
-# --- analysis --------------------------------------------------------------------------------
-
-
-def _curve(points: list[dict]) -> tuple[list[int], dict[int, list[float]]]:
-    by_dim: dict[int, list[float]] = {}
-    for p in points:
-        if p["dim"] != "full":
-            by_dim.setdefault(int(p["dim"]), []).append(float(p["value"]))
-    return sorted(by_dim), by_dim
-
-
-def d_int(dims: list[int], means: list[float], threshold: float) -> tuple[int | None, float | None]:
-    """(smallest grid d whose mean reaches threshold, estimate interpolated on log d), or Nones.
-
-    The interpolation runs between that d and the grid point before it, on the line through
-    (log d, mean); at the first grid point the estimate is that point itself.
-    """
-    for k, (d, m) in enumerate(zip(dims, means)):
-        if m >= threshold:
-            if k == 0:
-                return d, float(d)
-            d0, m0 = dims[k - 1], means[k - 1]
-            frac = (threshold - m0) / (m - m0) if m != m0 else 1.0
-            return d, float(math.exp(math.log(d0) + frac * (math.log(d) - math.log(d0))))
-    return None, None
-
-
-def analyse(points: list[dict], threshold_frac: float = 0.9, n_boot: int = 1000, boot_seed: int = 0) -> dict:
-    """Baseline, threshold, d_int90 (grid and interpolated) and a bootstrap over seeds."""
-    base = [float(p["value"]) for p in points if p["dim"] == "full"]
-    dims, by_dim = _curve(points)
-    lo = min((float(p.get("metric_min", 0.0)) for p in points), default=0.0)
-    out: dict = {"metric_min": lo, "threshold_frac": threshold_frac,
-                 "curve": [{"dim": d, "mean": float(np.mean(by_dim[d])), "std": float(np.std(by_dim[d])),
-                            "n": len(by_dim[d]), "values": by_dim[d]} for d in dims]}
-    if not base:
-        out.update(baseline=None, threshold=None, d_int90=None, d_int90_interp=None, reached=False)
-        return out
-    b_mean = float(np.mean(base))
-    threshold = lo + threshold_frac * (b_mean - lo)
-    means = [float(np.mean(by_dim[d])) for d in dims]
-    d90, interp = d_int(dims, means, threshold)
-    out.update(baseline={"mean": b_mean, "std": float(np.std(base)), "n": len(base), "values": base},
-               threshold=threshold, d_int90=d90, d_int90_interp=interp, reached=d90 is not None)
-    if dims and n_boot > 0:
-        rng = np.random.default_rng(boot_seed)
-        estimates, misses = [], 0
-        for _ in range(n_boot):
-            bb = rng.choice(base, size=len(base))
-            th = lo + threshold_frac * (float(np.mean(bb)) - lo)
-            ms = [float(np.mean(rng.choice(by_dim[d], size=len(by_dim[d])))) for d in dims]
-            _, est = d_int(dims, ms, th)
-            if est is None:
-                misses += 1
-            else:
-                estimates.append(est)
-        out["bootstrap"] = {
-            "n": n_boot, "unreached_frac": misses / n_boot,
-            "median": float(np.median(estimates)) if estimates else None,
-            "p16": float(np.percentile(estimates, 16)) if estimates else None,
-            "p84": float(np.percentile(estimates, 84)) if estimates else None,
-        }
-    return out
 
 
 # --- running ----------------------------------------------------------------------------------
 
 
-def point_name(dim, seed: int) -> str:
-    return f"d{dim}_s{seed}"
+def point_name(dim, seed: int, optimizer: str | None = None) -> str:
+    """``d<dim>_s<seed>``, with ``__<optimizer>`` for a cross-check point."""
+    return f"d{dim}_s{seed}" + (f"__{optimizer}" if optimizer else "")
 
 
 def _read_points(results: Path) -> list[dict]:
+    """Every finished point's summary, with its folder name (``point``) and budget (from its config)."""
     rows = []
     runs = results / "runs"
     if runs.is_dir():
         for summary in sorted(runs.glob("*/summary.json")):
-            rows.append(json.loads(summary.read_text()))
+            row = json.loads(summary.read_text())
+            config_path = summary.parent / "config.json"
+            config = json.loads(config_path.read_text()) if config_path.exists() else {}
+            rows.append({**row, "point": summary.parent.name, **budget_of(row, config)})
     return rows
 
 
-def _point_row(summary: dict, name: str) -> dict:
-    keep = ("task", "trainer", "D", "d", "dim", "projection", "seed", "metric", "value", "metric_min",
-            "timesteps", "epochs", "wall_time_s", "git_commit")
-    return {"point": name, **{k: summary.get(k) for k in keep}}
+def _metrics_rows(results: Path, point: str) -> list[dict]:
+    path = results / "runs" / point / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _point_row(summary: dict) -> dict:
+    keep = ("task", "trainer", "D", "d", "dim", "projection", "seed", "optimizer", "metric", "value",
+            "metric_min", "solved_value", "timesteps", "epochs", "generations", "budget", "budget_unit",
+            "stopped_early", "wall_time_s", "git_commit")
+    return {"point": summary["point"], **{k: summary.get(k) for k in keep if k in summary}}
 
 
 def write_outputs(config: dict, command: str) -> dict:
     """Rewrite points.jsonl and summary.json from the finished points; returns the summary."""
     results = Path(config["results"])
     points = _read_points(results)
-    rows = [_point_row(p, point_name(p["dim"], p["seed"])) for p in points]
-    rows.sort(key=lambda r: (r["dim"] == "full", r["dim"] if r["dim"] != "full" else 0, r["seed"]))
+    rows = [_point_row(p) for p in points]
+    rows.sort(key=lambda r: (r["dim"] == "full", r["dim"] if r["dim"] != "full" else 0, r["seed"], r["point"]))
     atomic_write_text(results / "points.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-    analysis = analyse(points, config["threshold"], config["bootstrap"], config["bootstrap_seed"])
+    fixed = config["fixed_criterion"] or {}
+    analysis = analyse_sweep(points, config["threshold"], config["bootstrap"], config["bootstrap_seed"],
+                             fixed_threshold=fixed.get("threshold"), fixed_key=fixed.get("key"))
+    if fixed:
+        analysis["fixed_criterion"]["label"] = fixed.get("label")
+    if points:
+        analysis["budget_curve"] = budget_curve(points, {p["point"]: _metrics_rows(results, p["point"]) for p in points},
+                                                config["threshold"])
     first = points[0] if points else {}
     summary = {
         "sweep": config["name"], "trainer": config["trainer"], "task": first.get("task"),
         "paper_task": config["paper_task"], "D": first.get("D"), "metric": first.get("metric"),
         "mode": config["mode"], "seeds": config["seeds"], "n_points": len(points),
         "budget": {"overrides": config["overrides"], "baseline_overrides": config["baseline_overrides"],
+                   "cross_check": config["cross_check"],
+                   "per_point": sorted({(p.get("optimizer") or "-", p.get("budget"), p.get("budget_unit"))
+                                        for p in points if p.get("budget")}, key=str),
                    "timesteps_total": sum(p.get("timesteps") or 0 for p in points),
                    "epochs_per_point": first.get("epochs"),
                    "wall_time_s_total": sum(p.get("wall_time_s") or 0 for p in points)},
@@ -184,28 +162,48 @@ def write_outputs(config: dict, command: str) -> dict:
     return summary
 
 
-def _run_point(config: dict, dim, seed: int, quiet: bool, comm=None) -> dict:
-    """Run (or skip, if finished) one point; returns its summary."""
+def _point_config(config: dict, dim, seed: int, optimizer: str | None) -> tuple:
+    """(trainer module, resolved trainer config) of one point."""
     trainer = get_trainer(config["trainer"])
-    name = point_name(dim, seed)
-    run_dir = Path(config["results"]) / "runs" / name
-    done = run_dir / "summary.json"
     overrides = dict(config["overrides"])
     if dim == "full":
         overrides.update(config["baseline_overrides"])
+    if optimizer:
+        overrides.update(config["cross_check"]["overrides"], optimizer=optimizer)
     overrides.update(dim=dim, seed=seed)
-    tconfig = trainer.resolve(config["config"], overrides)
+    return trainer, trainer.resolve(config["config"], overrides)
+
+
+def _run_point(config: dict, point: tuple, quiet: bool, comm=None) -> dict:
+    """Run (or skip, if finished) one point ``(dim, seed, optimizer or None)``; returns its summary.
+    ``comm``: the ranks that run it together (ES), or None for one process."""
+    dim, seed, optimizer = point
+    trainer, tconfig = _point_config(config, dim, seed, optimizer)
+    run_dir = Path(config["results"]) / "runs" / point_name(dim, seed, optimizer)
+    done = run_dir / "summary.json"
     if done.exists():
         _check_same_config(run_dir, tconfig, getattr(trainer, "DEFAULTS", {}))
         return json.loads(done.read_text())
     rank0 = comm is None or comm.Get_rank() == 0
-    if rank0 and run_dir.exists():  # a point killed half-way starts again from scratch
+    checkpoint = getattr(trainer, "CHECKPOINT", None)
+    resume = bool(checkpoint) and (run_dir / checkpoint).exists() and (run_dir / "config.json").exists()
+    if resume:  # a point stopped half-way continues from its last checkpoint, if it ran this config
+        _check_same_config(run_dir, tconfig, getattr(trainer, "DEFAULTS", {}))
+    elif rank0 and run_dir.exists():  # one with nothing to continue from starts again from scratch
         shutil.rmtree(run_dir)
     if comm is not None:
         comm.Barrier()
     if not quiet and rank0:
-        print(f"[{config['name']}] point dim={dim} seed={seed}", file=sys.stderr)
-    kwargs = {"quiet": True} if "quiet" in inspect.signature(trainer.train).parameters else {}
+        opt = f" optimizer={optimizer}" if optimizer else ""
+        print(f"[{config['name']}] point dim={dim} seed={seed}{opt}", file=sys.stderr)
+    params = inspect.signature(trainer.train).parameters
+    kwargs = {"quiet": True} if "quiet" in params else {}
+    if resume:
+        kwargs["resume"] = True
+        if not quiet and rank0:
+            print(f"[{config['name']}] ... continuing from {run_dir / checkpoint}", file=sys.stderr)
+    if "comm" in params and comm is not None:
+        kwargs["comm"] = comm
     return trainer.train(tconfig, run_dir, **kwargs)
 
 
@@ -231,7 +229,7 @@ def _adaptive_next(config: dict, points: list[dict], D: int) -> list[int]:
     """The next d to evaluate by log-scale bisection, or [] when the bracket is narrow enough."""
     a = config["adaptive"]
     d_min, d_max = int(a["d_min"]), int(a["d_max"] or D)
-    analysis = analyse(points, config["threshold"], n_boot=0)
+    analysis = analyse_sweep(points, config["threshold"], n_boot=0)
     if analysis["threshold"] is None:
         return []
     evaluated = {c["dim"]: c["mean"] for c in analysis["curve"] if c["n"] >= len(config["seeds"])}
@@ -265,9 +263,9 @@ def run_sweep(config: dict, command: str = "", quiet: bool = False) -> dict:
     if rank == 0:
         write_json(results / "sweep_config.json", config)
     t0 = time.time()
-    plan = [("full", s) for s in config["baseline_seeds"]]
+    plan = [("full", s, None) for s in config["baseline_seeds"]]
     if config["mode"] == "grid":
-        plan += [(d, s) for d in config["dims"] for s in config["seeds"]]
+        plan += [(d, s, None) for d in config["dims"] for s in config["seeds"]]
     _execute(config, plan, comm, quiet, command)
     if config["mode"] == "adaptive":
         D = json.loads((results / "runs" / point_name("full", config["baseline_seeds"][0]) / "summary.json").read_text())["D"]
@@ -275,7 +273,9 @@ def run_sweep(config: dict, command: str = "", quiet: bool = False) -> dict:
             nxt = _adaptive_next(config, _read_points(results), D)
             if not nxt:
                 break
-            _execute(config, [(d, s) for d in nxt for s in config["seeds"]], comm, quiet, command)
+            _execute(config, [(d, s, None) for d in nxt for s in config["seeds"]], comm, quiet, command)
+    if config["cross_check"] is not None:
+        _execute(config, _cross_check_plan(config, _read_points(results)), comm, quiet, command)
     summary = write_outputs(config, command) if rank == 0 else None
     if comm is not None:
         summary = comm.bcast(summary, root=0)
@@ -284,20 +284,60 @@ def run_sweep(config: dict, command: str = "", quiet: bool = False) -> dict:
     return summary
 
 
+def _cross_check_plan(config: dict, points: list[dict]) -> list[tuple]:
+    """The points to re-run with the cross-check optimizer: every (d, seed) of the first optimizer at
+    d <= max_dim, or only those below the threshold (``below_threshold_only``)."""
+    cc = config["cross_check"]
+    first = [p for p in points if "__" not in p["point"]]
+    threshold = analyse_sweep(first, config["threshold"], n_boot=0)["threshold"]
+    plan = []
+    for p in sorted(first, key=lambda p: (str(p["dim"]), p["seed"])):
+        if p["dim"] == "full" or int(p["dim"]) > cc["max_dim"]:
+            continue
+        if cc["below_threshold_only"] and threshold is not None and float(p["value"]) >= threshold:
+            continue
+        plan.append((int(p["dim"]), p["seed"], cc["optimizer"]))
+    return sorted(plan, key=lambda t: (t[0], t[1]))
+
+
 def _execute(config: dict, plan: list, comm, quiet: bool, command: str) -> None:
     size = comm.Get_size() if comm is not None else 1
     rank = comm.Get_rank() if comm is not None else 0
-    if config["trainer"] == "es" or size == 1:
-        for dim, seed in plan:  # ES points use all ranks
-            _run_point(config, dim, seed, quiet, comm if config["trainer"] == "es" else None)
+    if size == 1:
+        for point in plan:
+            _run_point(config, point, quiet, comm if config["trainer"] == "es" else None)
+            write_outputs(config, command)
+    elif config["trainer"] == "es" and not config["spread_points"]:
+        for point in plan:  # every rank works on each ES point
+            _run_point(config, point, quiet, comm)
             if rank == 0:
                 write_outputs(config, command)
     else:
-        for k, (dim, seed) in enumerate(plan):  # other trainers: points spread over ranks
-            if k % size == rank:
-                _run_point(config, dim, seed, quiet, None)
-                write_outputs(config, command)
-        comm.Barrier()
+        _spread(config, plan, comm, quiet, command)
+
+
+def _spread(config: dict, plan: list, comm, quiet: bool, command: str) -> None:
+    """Points spread over the ranks, one process each, taken from a shared queue: a rank claims the
+    next unclaimed point by creating its claim file (O_EXCL, so exactly one rank gets it); a rank
+    that finishes early takes the next, so long and short points balance. Claims from a stopped
+    sweep are cleared at the start; finished points are recognised by their summary as always."""
+    from mpi4py import MPI
+
+    claims = Path(config["results"]) / "claims"
+    if comm.Get_rank() == 0:
+        shutil.rmtree(claims, ignore_errors=True)
+        claims.mkdir(parents=True)
+    comm.Barrier()
+    for point in plan:
+        try:
+            os.close(os.open(claims / point_name(*point), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            continue
+        _run_point(config, point, quiet, MPI.COMM_SELF if config["trainer"] == "es" else None)
+        write_outputs(config, command)
+    comm.Barrier()
+    if comm.Get_rank() == 0:
+        shutil.rmtree(claims, ignore_errors=True)
 
 
 def _comm_or_none():

@@ -170,3 +170,36 @@ def test_reward_scale_scales_training_rewards_only():
             trainer.resolve(None, {"reward_scale": bad})
     with pytest.raises(trainer.ConfigError, match="reward_scale is for non-Atari"):
         trainer.resolve("configs/dqn/pong.yaml", {"reward_scale": 0.5})
+
+
+def test_select_best_keeps_the_model_of_the_best_periodic_evaluation(tmp_path):
+    overrides = dict(dim=8, net_arch=[8, 8], timesteps=1200, eval_episodes=3, eval_every=200,
+                     eval_every_episodes=2, log_every=200, metric_min=0, dqn=TINY, select="best",
+                     env_kwargs={"max_episode_steps": 60},  # short episodes keep the test fast
+                     solved_episodes=4, solved_max_steps=30, solved_return=25)
+    summary = trainer.train(trainer.resolve("configs/dqn/cartpole.yaml", overrides), tmp_path)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    evals = [(r["eval_return"], r["timesteps"]) for r in rows if "eval_return" in r]
+    best_return = max(v for v, _ in evals)
+    first_best = min(t for v, t in evals if v == best_return)  # ties keep the earlier model
+    assert summary["selected_timesteps"] == first_best and summary["select"] == "best"
+    # the saved theta_d is the selected model's: re-evaluating it on the same fresh episodes as the
+    # trainer's final evaluation (same seed, same order) gives the recorded value
+    config = trainer.resolve("configs/dqn/cartpole.yaml", overrides)
+    model = trainer.build_model(config, trainer.make_env(config, 0))
+    model.policy.q_net.q_net.set_flat(np.load(tmp_path / "theta_d.npy"))
+    eval_env = trainer.make_env(config, config["seed"] + 10_000, evaluation=True)
+    for _ in evals:  # the periodic evaluations consumed these episodes first
+        trainer.evaluate(model, eval_env, 2)
+    assert trainer.evaluate(model, eval_env, 3)[0] == summary["value"]
+    # the fixed criterion: 4 episodes capped at 30 steps, so a mean return of at most 30
+    assert 0 < summary["solved_value"] <= 30 and summary["solved"] == (summary["solved_value"] >= 25)
+
+
+def test_select_and_solved_settings_are_checked():
+    with pytest.raises(trainer.ConfigError, match="select must be one of"):
+        trainer.resolve(None, {"select": "last"})
+    with pytest.raises(trainer.ConfigError, match="needs periodic evaluations"):
+        trainer.resolve(None, {"select": "best", "eval_every": 0})
+    with pytest.raises(trainer.ConfigError, match="needs solved_return"):
+        trainer.resolve(None, {"solved_episodes": 10})

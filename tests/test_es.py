@@ -236,3 +236,94 @@ def test_mpi_a_failing_rank_ends_the_job(tmp_path):
     proc = _mpirun(2, [sys.executable, str(script)], timeout=120)
     assert proc.returncode != 0
     assert "rank 1/2 failed: simulated crash on rank 1" in proc.stderr
+
+
+# --- CMA-ES (pycma) as the second optimizer -------------------------------------------------------
+
+
+def test_cma_es_asks_what_pycma_asks_with_the_same_random_numbers():
+    """The wrapper against pycma used directly: same candidates, same update (pycma minimises, so
+    the wrapper must hand it minus the returns)."""
+    import cma
+
+    from rlsub.es.optimizers import CMAES, _Randn
+
+    config = {"seed": 5, "sigma": 0.3, "cma": {"popsize": 6, "sigma0": None, "diagonal": False}}
+    ours = CMAES(3, config)
+    ref = cma.CMAEvolutionStrategy(np.zeros(3), 0.3, {"randn": _Randn(5), "popsize": 6, "verbose": -9})
+
+    def returns(X):  # higher is better: a peak at (1, -2, 0.5)
+        return -np.sum((np.asarray(X) - [1.0, -2.0, 0.5]) ** 2, axis=1)
+
+    for g in range(25):
+        ours.begin(g, np.zeros(3, dtype=np.float32), lambda v: np.asarray(v, dtype=np.float32))
+        X = ref.ask()
+        np.testing.assert_array_equal(np.array(ours._X), np.array(X))
+        ours.tell(g, returns(X)[:, None])
+        ref.tell(X, list(-returns(X)))
+    np.testing.assert_array_equal(ours.x, ref.mean)
+    assert np.linalg.norm(ours.x - [1.0, -2.0, 0.5]) < 0.05  # and it climbed to the peak
+
+
+def test_openai_es_l2_decay_pulls_the_offset_towards_zero():
+    """Equal returns give no gradient: the only force left is the L2 decay on x (theta_D - theta_0),
+    and Adam's first step moves every coordinate by lr against its sign."""
+    from rlsub.es.optimizers import OpenAIES
+
+    opt = OpenAIES(3, {"seed": 0, "sigma": 0.1, "l2": 0.5, "pairs": 4, "lr": 0.01})
+    opt.x = np.array([2.0, -1.0, 0.5])
+    opt.tell(0, np.ones((4, 2)))
+    np.testing.assert_allclose(opt.x, [1.99, -0.99, 0.49], rtol=1e-6)
+
+
+def test_cma_es_run_resumes_exactly_and_records_its_optimizer(tmp_path):
+    cma = {"optimizer": "cma_es", "cma": {"popsize": 6, "sigma0": 2.0, "diagonal": False}}
+    trainer.train(cartpole(generations=6, checkpoint_every=3, seed=2, **cma), tmp_path / "a", quiet=True)
+    trainer.train(cartpole(generations=3, checkpoint_every=3, seed=2, **cma), tmp_path / "b", quiet=True)
+    s = trainer.train(cartpole(generations=6, checkpoint_every=3, seed=2, **cma), tmp_path / "b", resume=True,
+                      quiet=True)
+    a, b = np.load(tmp_path / "a" / "theta_d.npy"), np.load(tmp_path / "b" / "theta_d.npy")
+    assert np.array_equal(a, b) and np.abs(a).sum() > 0
+    assert s["optimizer"] == "cma_es"
+    rows = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 6 and all(r["episodes"] == 6 * (r["generation"] + 1) for r in rows)
+    assert all("cma_sigma" in r for r in rows)
+
+
+@pytest.mark.parametrize("overrides,match", [
+    ({"optimizer": "adam"}, "unknown optimizer 'adam'"),
+    ({"cma": {"popsize": "8"}}, "cma.popsize must be an integer"),
+    ({"cma": {"popsize": 1}}, "cma.popsize must be an integer >= 2"),
+    ({"cma": {"sigma0": -1}}, "cma.sigma0 must be a positive number"),
+    ({"cma": {"diagonal": "yes"}}, "cma.diagonal must be true or false"),
+    ({"max_timesteps": 0}, "max_timesteps must be a positive integer"),
+])
+def test_optimizer_settings_are_checked(overrides, match):
+    with pytest.raises(trainer.ConfigError, match=match):
+        trainer.resolve("configs/es/cartpole.yaml", overrides)
+
+
+def test_cma_es_with_a_full_covariance_over_humanoid_is_refused_before_anything_is_written(tmp_path):
+    config = trainer.resolve("configs/es/humanoid_v4.yaml", {"dim": "full", "optimizer": "cma_es"})
+    with pytest.raises(trainer.ConfigError, match=r"166,673 dimensions needs about 667 GB.*diagonal: true"):
+        trainer.train(config, tmp_path / "run", quiet=True)
+    assert not (tmp_path / "run").exists()
+
+
+def test_max_timesteps_ends_a_run_after_the_generation_that_reaches_it(tmp_path):
+    s = trainer.train(cartpole(generations=50, max_timesteps=1500, seed=0), tmp_path / "r", quiet=True)
+    rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["timesteps"] >= 1500 > rows[-2]["timesteps"] and s["generations"] == len(rows) < 50
+
+
+@pytest.mark.mpi
+def test_mpi_cma_es_gives_the_same_theta_d_for_1_2_and_3_ranks(tmp_path):
+    cfg = tmp_path / "cma.yaml"
+    cfg.write_text((Path("configs/es/cartpole.yaml").read_text()
+                    + "optimizer: cma_es\ncma: {popsize: 7, sigma0: 2.0}\nobs_norm: true\n"))
+    for n in (1, 2, 3):
+        proc = _mpirun(n, [str(VENV_BIN / "rlsub"), "es", "--config", str(cfg), "--generations", "5", "--seed", "4",
+                           "--quiet", "--out", str(tmp_path / f"n{n}")])
+        assert proc.returncode == 0, proc.stderr
+    runs = [np.load(tmp_path / f"n{n}" / "theta_d.npy") for n in (1, 2, 3)]
+    assert np.abs(runs[0]).sum() > 0 and all(np.array_equal(runs[0], r) for r in runs[1:])

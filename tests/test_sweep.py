@@ -4,7 +4,7 @@ import math
 import fake_trainer
 import pytest
 
-from rlsub import sweep, trainers
+from rlsub import analysis, sweep, trainers
 from rlsub.config import ConfigError
 from rlsub.report import compare_tasks
 
@@ -33,31 +33,23 @@ def points(curve, baseline, metric_min=0.0):
     return rows
 
 
-def test_d_int_exact_grid_and_interpolation():
-    d, interp = sweep.d_int([1, 2, 4, 8], [0.1, 0.5, 0.95, 1.0], 0.9)
-    assert d == 4
-    assert interp == pytest.approx(2 * 2 ** (0.4 / 0.45))
-    assert sweep.d_int([1, 2], [0.95, 1.0], 0.9) == (1, 1.0)
-    assert sweep.d_int([1, 2, 4], [0.1, 0.2, 0.3], 0.9) == (None, None)
-
-
 def test_analyse_shifts_rl_returns_by_their_minimum():
     # Pong-like: returns in [-21, 21]; baseline 19 -> threshold -21 + 0.9 * 40 = 15
     rows = points({100: [-21, -20], 1000: [10, 12], 3000: [16, 18]}, [19, 19], metric_min=-21)
-    a = sweep.analyse(rows, 0.9, n_boot=0)
+    a = analysis.analyse(rows, 0.9, n_boot=0)
     assert a["threshold"] == pytest.approx(15.0)
     assert a["d_int90"] == 3000
     assert a["d_int90_interp"] == pytest.approx(math.exp(math.log(1000) + (15 - 11) / (17 - 11) * math.log(3)))
 
 
 def test_analyse_curve_that_never_reaches_threshold():
-    a = sweep.analyse(points({10: [0.1, 0.2], 20: [0.3, 0.3]}, [1.0, 1.0]), 0.9, n_boot=50)
+    a = analysis.analyse(points({10: [0.1, 0.2], 20: [0.3, 0.3]}, [1.0, 1.0]), 0.9, n_boot=50)
     assert a["reached"] is False and a["d_int90"] is None
     assert a["bootstrap"]["unreached_frac"] == 1.0 and a["bootstrap"]["median"] is None
 
 
 def test_analyse_noisy_seeds_gives_a_bootstrap_range():
-    a = sweep.analyse(points({10: [0.5, 0.7, 0.6], 20: [0.8, 0.95, 0.85], 40: [0.95, 1.0, 0.97]},
+    a = analysis.analyse(points({10: [0.5, 0.7, 0.6], 20: [0.8, 0.95, 0.85], 40: [0.95, 1.0, 0.97]},
                              [1.0, 0.98, 1.02]), 0.9, n_boot=500)
     # means: 0.6, 0.8667, 0.9733; threshold 0.9 -> grid 40, interpolated between 20 and 40
     assert a["d_int90"] == 40

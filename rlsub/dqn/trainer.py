@@ -73,6 +73,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 POLICIES = ("mlp", "cnn")
+SELECT = ("best", "final")
 
 
 def resolve(config_path: str | None, overrides: dict) -> dict:
@@ -93,6 +94,15 @@ def resolve(config_path: str | None, overrides: dict) -> dict:
         raise ConfigError("reward_scale is for non-Atari environments (Atari rewards are clipped to [-1, 1])")
     if config["policy"] not in POLICIES:
         raise ConfigError(f"unknown policy {config['policy']!r}; choose one of {list(POLICIES)}")
+    if config["select"] not in SELECT:
+        raise ConfigError(f"select must be one of {list(SELECT)}, got {config['select']!r}")
+    if config["select"] == "best" and not config["eval_every"]:
+        raise ConfigError("select: best needs periodic evaluations (eval_every > 0)")
+    n = config["solved_episodes"]
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ConfigError(f"solved_episodes must be a non-negative integer, got {n!r}")
+    if n and not isinstance(config["solved_return"], (int, float)):
+        raise ConfigError("solved_episodes > 0 needs solved_return (the mean return that counts as solved)")
     for key in ("init_seed", "projection_seed"):
         config[key] = config["seed"] if config[key] is None else config[key]
     _check_env(config["env"])
@@ -109,13 +119,16 @@ def _check_env(env_id: str) -> None:
         raise ConfigError(f"unknown environment {env_id!r} ({exc})") from None
 
 
-def make_env(config: dict, seed: int, evaluation: bool = False):
-    """The vectorised environment (one env) a config asks for, seeded for its first reset."""
+def make_env(config: dict, seed: int, evaluation: bool = False, max_steps: int | None = None):
+    """The vectorised environment (one env) a config asks for, seeded for its first reset;
+    ``max_steps`` caps its episodes (e.g. 200 for CartPole-v0's episodes)."""
     from stable_baselines3.common.env_util import make_atari_env, make_vec_env
     from stable_baselines3.common.vec_env import VecFrameStack
 
     register_ale()
     kwargs = dict(config["env_kwargs"])
+    if max_steps is not None:
+        kwargs["max_episode_steps"] = max_steps
     scale = float(config["reward_scale"])
     if not config["atari"]:
         # Monitor (inside make_vec_env) records the unscaled episode returns; the scaling wraps it
@@ -171,6 +184,7 @@ def _metrics_callback(run: RunDir, config: dict, eval_env, started: float):
         def __init__(self):
             super().__init__()
             self.episodes = 0
+            self.best = (-np.inf, None, None)  # (evaluation return, timesteps, q_net parameters)
 
         def _on_step(self) -> bool:
             self.episodes += int(np.sum(self.locals.get("dones", [])))
@@ -188,6 +202,9 @@ def _metrics_callback(run: RunDir, config: dict, eval_env, started: float):
                    "wall_time_s": round(elapsed, 3), "fps": round(t / max(elapsed, 1e-9), 1)}
             if config["eval_every"] and t % config["eval_every"] == 0:
                 row["eval_return"], _ = evaluate(self.model, eval_env, config["eval_every_episodes"])
+                if row["eval_return"] > self.best[0]:  # ties keep the earlier model
+                    q = self.model.policy.q_net
+                    self.best = (row["eval_return"], t, [p.detach().clone() for p in q.parameters()])
             run.log(row)
 
     return MetricsRows()
@@ -210,11 +227,29 @@ def train(config: dict, out_dir: Path, resume: bool = False) -> dict:
     model.set_logger(configure(str(run.path), ["csv", "tensorboard"]))
     q = model.policy.q_net
     started = time.time()
-    model.learn(total_timesteps=config["timesteps"], callback=_metrics_callback(run, config, eval_env, started))
+    callback = _metrics_callback(run, config, eval_env, started)
+    model.learn(total_timesteps=config["timesteps"], callback=callback)
     train_time = time.time() - started
+    selected_at = model.num_timesteps
+    if config["select"] == "best" and callback.best[2] is not None:
+        best_return, selected_at, params = callback.best
+        with torch.no_grad():
+            for p, v in zip(q.parameters(), params):
+                p.copy_(v)
+    # the selected model's value comes from fresh episodes, not from the evaluation that chose it
+    # (the maximum of noisy evaluations is biased upwards)
     value, std = evaluate(model, eval_env, config["eval_episodes"])
-    run.log({"timesteps": model.num_timesteps, "final_eval_return": value, "final_eval_std": std,
-             "eval_episodes": config["eval_episodes"], "wall_time_s": round(time.time() - started, 3)})
+    solved = {}
+    if config["solved_episodes"]:
+        solved_env = make_env(config, config["seed"] + 20_000, evaluation=True, max_steps=config["solved_max_steps"])
+        s_mean, s_std = evaluate(model, solved_env, config["solved_episodes"])
+        solved_env.close()
+        solved = {"solved_value": s_mean, "solved_std": s_std, "solved": s_mean >= config["solved_return"],
+                  "solved_episodes": config["solved_episodes"], "solved_max_steps": config["solved_max_steps"],
+                  "solved_return": config["solved_return"]}
+    run.log({"timesteps": model.num_timesteps, "selected_timesteps": selected_at, "final_eval_return": value,
+             "final_eval_std": std, "eval_episodes": config["eval_episodes"], **solved,
+             "wall_time_s": round(time.time() - started, 3)})
     if q.subspace:
         run.save_theta(q.q_net.get_flat())
     else:
@@ -228,7 +263,8 @@ def train(config: dict, out_dir: Path, resume: bool = False) -> dict:
     summary = {
         "task": config["env"], "trainer": "dqn", "D": q.D, "d": q.d, "dim": q.dim,
         "projection": q.projection_kind, "seed": config["seed"], "metric": "eval_return", "value": value,
-        "value_std": std, "metric_min": config["metric_min"], "timesteps": config["timesteps"],
+        "value_std": std, "select": config["select"], "selected_timesteps": selected_at, **solved,
+        "metric_min": config["metric_min"], "timesteps": config["timesteps"],
         "eval_episodes": config["eval_episodes"], "wall_time_s": round(time.time() - run.started, 2),
         "train_time_s": round(train_time, 2), "fps": round(config["timesteps"] / train_time, 1),
         "model_zip_bytes": model_bytes,

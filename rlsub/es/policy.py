@@ -3,7 +3,10 @@
 The search variable x (d numbers, or D for the full-space baseline through the identity
 projection) gives the native parameters ``theta_D = theta_0 + P x`` once per episode. Multilayer
 perceptrons then run in numpy on views into theta_D (a 376-256-256-17 forward costs a few
-microseconds, against tens for a torch call), other networks through ``functional_call``.
+microseconds, against tens for a torch call). Other networks (the Atari conv policy) run as a plain
+torch module whose parameters are views into one flat tensor: theta_D is copied in once per episode
+(a memcpy), and each step is an ordinary forward in inference mode, without ``functional_call``'s
+per-call swapping of parameters. Both give the same numbers as ``SubspaceModel.call_with``.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from torch import nn
 
 from rlsub.es.core import ObsStats
 from rlsub.models import VirtualBatchNorm, set_reference_statistics
-from rlsub.subspace import SubspaceModel
+from rlsub.subspace import SubspaceModel, _owner
 
 #: in-place activations for the numpy path: fn(h, out=h)
 _NP_ACTIVATIONS = {nn.Tanh: np.tanh, nn.ReLU: lambda z, out: np.maximum(z, 0.0, out=out)}
@@ -36,6 +39,8 @@ class Actor:
         self._vbn = any(isinstance(m, VirtualBatchNorm) for m in self.module.modules())
         self._layers = None
         self.mean, self.std = None, None
+        if self._plan is None:
+            self._flat, self._plain = _plain_module(model)
 
     def set_params(self, theta_D: np.ndarray, obs_stats: ObsStats | None, reference: np.ndarray | None = None):
         """Use theta_D [D] (float32) and the current observation statistics for the next steps."""
@@ -46,12 +51,11 @@ class Actor:
             self._layers = [(fn, theta_D[a:b].reshape(shape), theta_D[b:c]) if fn == "linear" else (fn, None, None)
                             for fn, a, b, c, shape in self._plan]
         else:
-            self._theta_t = torch.from_numpy(theta_D)
+            self._flat.copy_(torch.from_numpy(theta_D))
             if self._vbn:
                 if reference is None:
                     raise ValueError("a network with virtual batch norm needs a reference batch")
-                set_reference_statistics(self.module, torch.from_numpy(reference),
-                                         forward=lambda x: self.model.call_with(self._theta_t, x))
+                set_reference_statistics(self._plain, torch.from_numpy(reference))
 
     def outputs(self, obs: np.ndarray) -> np.ndarray:
         # In-place numpy on small vectors: each ufunc call costs a microsecond or two of overhead,
@@ -71,8 +75,8 @@ class Actor:
                 else:
                     h = fn(h, out=h)
             return h
-        with torch.no_grad():
-            return self.model.call_with(self._theta_t, torch.from_numpy(x)[None])[0].numpy()
+        with torch.inference_mode():
+            return self._plain(torch.from_numpy(x)[None])[0].numpy()
 
     def act(self, obs: np.ndarray, noise_rng: np.random.Generator | None = None, action_noise: float = 0.0):
         out = self.outputs(obs)
@@ -85,6 +89,19 @@ class Actor:
         np.minimum(out, self.high, out=out)
         np.maximum(out, self.low, out=out)
         return out
+
+
+def _plain_module(model: SubspaceModel) -> tuple[torch.Tensor, nn.Module]:
+    """(flat [D], a copy of the wrapped module whose parameters are views into flat)."""
+    import copy
+
+    plain = copy.deepcopy(model.module)
+    flat = torch.zeros(model.D)
+    for name, view in model.params_from_flat(flat).items():
+        owner, attr = _owner(plain, name)
+        owner._parameters[attr] = nn.Parameter(view, requires_grad=False)
+    plain.eval()
+    return flat, plain
 
 
 def _numpy_plan(module: nn.Module, model: SubspaceModel):

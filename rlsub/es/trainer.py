@@ -1,6 +1,8 @@
-"""OpenAI-ES over theta_d, masterless over MPI ranks (`mpirun -n N rlsub es ...`).
+"""Evolution Strategies over theta_d, masterless over MPI ranks (`mpirun -n N rlsub es ...`).
 
-Each generation every rank:
+The search strategy is ``optimizer``: ``openai_es`` (below) or ``cma_es`` (pycma's CMA-ES, one
+episode per candidate); both are in :mod:`rlsub.es.optimizers`. For OpenAI-ES each generation
+every rank:
 1. computes the centre ``theta_D = theta_0 + P x`` (x is theta_d; for ``dim: full`` the identity
    projection makes x the offset of all D parameters);
 2. evaluates its share of the mirrored pairs (pair i on rank i mod N): ``eps_i`` is regenerated
@@ -31,14 +33,8 @@ import numpy as np
 import torch
 
 from rlsub.config import ConfigError, load_yaml, merge
-from rlsub.es.core import (
-    Adam,
-    ObsStats,
-    centered_ranks,
-    episode_seed,
-    mirrored_gradient,
-    perturbation,
-)
+from rlsub.es.core import ObsStats, episode_seed
+from rlsub.es.optimizers import OPTIMIZERS, make_optimizer
 from rlsub.es.envs import EnvClock, make_env, metric_min
 from rlsub.es.policy import Actor, reference_batch, rollout
 from rlsub.rundir import RunDir
@@ -77,6 +73,10 @@ DEFAULTS: dict = {
 }
 
 
+#: the file a run continues from (``resume``); sweeps continue half-run points from it
+CHECKPOINT = "checkpoint.npz"
+
+
 def _comm():
     from mpi4py import MPI
 
@@ -96,6 +96,17 @@ def resolve(config_path: str | None, overrides: dict) -> dict:
         raise ConfigError(f"max_timesteps must be a positive integer or null, got {budget!r}")
     if not config["sigma"] > 0 or not config["lr"] > 0:
         raise ConfigError("sigma and lr must be positive")
+    if config["optimizer"] not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer {config['optimizer']!r}; choose one of {sorted(OPTIMIZERS)}")
+    cma = config["cma"]
+    if cma["popsize"] is not None and (isinstance(cma["popsize"], bool) or not isinstance(cma["popsize"], int)
+                                       or cma["popsize"] < 2):
+        raise ConfigError(f"cma.popsize must be an integer >= 2 or null, got {cma['popsize']!r}")
+    if cma["sigma0"] is not None and (isinstance(cma["sigma0"], bool) or not isinstance(cma["sigma0"], (int, float))
+                                      or not cma["sigma0"] > 0):
+        raise ConfigError(f"cma.sigma0 must be a positive number or null, got {cma['sigma0']!r}")
+    if not isinstance(cma["diagonal"], bool):
+        raise ConfigError(f"cma.diagonal must be true or false, got {cma['diagonal']!r}")
     if config["task"] is None:
         config["task"] = config["env"]
     return config
@@ -126,9 +137,11 @@ def _default_out(config: dict) -> Path:
     return Path("runs") / f"{task}__es__d{config['dim']}__s{config['seed']}__{stamp}"
 
 
-def train(config: dict, out_dir: str | Path | None = None, resume: bool = False, quiet: bool = False) -> dict:
-    """Run ES with ``config`` (from :func:`resolve`); returns the summary written to ``out_dir``."""
-    comm = _comm()
+def train(config: dict, out_dir: str | Path | None = None, resume: bool = False, quiet: bool = False,
+          comm=None) -> dict:
+    """Run ES with ``config`` (from :func:`resolve`) on the ranks of ``comm`` (default: all of
+    them); returns the summary written to ``out_dir``."""
+    comm = comm or _comm()
     rank, size = comm.Get_rank(), comm.Get_size()
     torch.set_num_threads(1)  # one process per core; also keeps float reductions rank-count independent
     out = Path(comm.bcast(str(out_dir or _default_out(config)) if rank == 0 else None, root=0))
@@ -141,11 +154,10 @@ def train(config: dict, out_dir: str | Path | None = None, resume: bool = False,
     reference = None
     if actor._plan is None and actor._vbn:
         reference = reference_batch(env, config["reference_batch"], config["seed"])
-    seed, pairs, sigma = config["seed"], config["pairs"], config["sigma"]
+    seed = config["seed"]
     obs_shape = env.observation_space.shape
     obs_stats = ObsStats(obs_shape) if config["obs_norm"] else None
-    adam = Adam(n_opt, config["lr"])
-    x = np.zeros(n_opt)
+    opt = make_optimizer(n_opt, config)  # a refused setting (cma_es too large) fails before any file is written
     start_gen, timesteps, episodes, elapsed_before = 0, 0, 0, 0.0
     run = RunDir(out) if rank == 0 else None
     ckpt_path = out / "checkpoint.npz"
@@ -153,8 +165,7 @@ def train(config: dict, out_dir: str | Path | None = None, resume: bool = False,
         if not ckpt_path.exists():
             raise ConfigError(f"cannot resume: no checkpoint in {out}")
         state = dict(np.load(ckpt_path))
-        x = state["x"]
-        adam.load(state)
+        opt.load(state)
         if obs_stats is not None:
             obs_stats.load(state)
         start_gen, timesteps, episodes = int(state["generation"]), int(state["timesteps"]), int(state["episodes"])
@@ -165,8 +176,8 @@ def train(config: dict, out_dir: str | Path | None = None, resume: bool = False,
         run.write_config({**config, "D": D, "d": None if config["dim"] == "full" else n_opt,
                           "projection_kind": proj.kind, "n_ranks": size})
     if rank == 0 and not quiet:
-        print(f"es: {config['task']} D={D} d={config['dim']} projection={proj.kind} seed={seed} "
-              f"ranks={size} -> {out}", file=sys.stderr)
+        print(f"es: {config['task']} D={D} d={config['dim']} projection={proj.kind} optimizer={opt.name} "
+              f"seed={seed} ranks={size} -> {out}", file=sys.stderr)
 
     def project(v: np.ndarray) -> np.ndarray:
         with torch.no_grad():
@@ -184,51 +195,46 @@ def train(config: dict, out_dir: str | Path | None = None, resume: bool = False,
 
     t_start = time.time()
     eval_return, eval_returns = None, []
-    generation = start_gen
+    generation, stop = start_gen, False
     for generation in range(start_gen, config["generations"]):
         t_gen = time.time()
         env_seconds = env.seconds
-        center = theta_0 + project(x)
+        opt.begin(generation, theta_0, project)
+        per = opt.per_item
         local_rows, local_obs, local_steps = [], [], 0
-        for i in range(rank, pairs, size):
-            eps = perturbation(seed, generation, i, n_opt)
-            delta = sigma * project(eps)
-            env_seed = episode_seed(seed, 0, generation, i)
-            row, sums = [i], []
-            for sign in (1.0, -1.0):
-                actor.set_params(center + sign * delta, obs_stats, reference)
-                ret, length, s, ssq = rollout(env, actor, env_seed, config["max_episode_steps"],
-                                              record_obs=obs_stats is not None,
+        for k in range(rank, opt.n_items, size):
+            row, s_sum, ssq_sum, n_steps = [k], 0.0, 0.0, 0
+            for theta, env_index, noise_index in opt.candidates(generation, k, project):
+                actor.set_params(theta, obs_stats, reference)
+                ret, length, s, ssq = rollout(env, actor, episode_seed(seed, 0, generation, env_index),
+                                              config["max_episode_steps"], record_obs=obs_stats is not None,
                                               action_noise=config["action_noise"],
-                                              noise_seed=episode_seed(seed, 2, generation, 2 * i + (sign < 0)))
+                                              noise_seed=episode_seed(seed, 2, generation, noise_index))
                 row += [ret, length]
-                sums.append((s, ssq))
+                if obs_stats is not None:
+                    s_sum, ssq_sum, n_steps = s_sum + s, ssq_sum + ssq, n_steps + length
                 local_steps += length
             local_rows.append(row)
             if obs_stats is not None:
-                local_obs.append(np.concatenate([(sums[0][0] + sums[1][0]).ravel(),
-                                                 (sums[0][1] + sums[1][1]).ravel(), [row[2] + row[4]]]))
-        payload = (np.array(local_rows, dtype=np.float64).reshape(-1, 5),
+                local_obs.append(np.concatenate([s_sum.ravel(), ssq_sum.ravel(), [n_steps]]))
+        payload = (np.array(local_rows, dtype=np.float64).reshape(-1, 1 + 2 * per),
                    np.array(local_obs, dtype=np.float64) if local_obs else None)
         gathered = comm.allgather(payload)
         comm_bytes = sum(p[0].nbytes + (p[1].nbytes if p[1] is not None else 0) for p in gathered)
         rows = np.concatenate([p[0] for p in gathered])
         order = np.argsort(rows[:, 0], kind="stable")
         rows = rows[order]
-        returns = rows[:, [1, 3]]
-        shaped = centered_ranks(returns)
-        eps_all = np.stack([perturbation(seed, generation, int(i), n_opt) for i in rows[:, 0]])
-        # the reference code's scale: sum (w+ - w-) eps / (2 n), i.e. without the 1 / sigma
-        grad = mirrored_gradient(eps_all, shaped[:, 0], shaped[:, 1], sigma) * sigma
-        x = x + adam.step(grad - config["l2"] * x)
+        returns = rows[:, 1::2]
+        opt.tell(generation, returns)
+        x = opt.x
         if obs_stats is not None:
             obs_rows = np.concatenate([p[1] for p in gathered if p[1] is not None])[order]
             n_obs = int(np.prod(obs_shape))
-            for r in obs_rows:  # in pair order: the same float sums on every rank
+            for r in obs_rows:  # in item order: the same float sums on every rank
                 obs_stats.add(r[:n_obs].reshape(obs_shape), r[n_obs:2 * n_obs].reshape(obs_shape), r[-1])
-        gen_steps = int(rows[:, [2, 4]].sum())
+        gen_steps = int(rows[:, 2::2].sum())
         timesteps += gen_steps
-        episodes += 2 * len(rows)
+        episodes += per * len(rows)
         gen_time = time.time() - t_gen
         row = {"generation": generation, "timesteps": timesteps, "episodes": episodes,
                "return_mean": float(returns.mean()), "return_max": float(returns.max()),
@@ -237,7 +243,8 @@ def train(config: dict, out_dir: str | Path | None = None, resume: bool = False,
                "steps_per_s_per_rank": local_steps / max(gen_time, 1e-9),
                # share of this rank's generation spent inside env.reset/step: 1 minus it is the
                # overhead of policy, projection, update and communication
-               "env_time_frac": (env.seconds - env_seconds) / max(gen_time, 1e-9), "comm_bytes": comm_bytes}
+               "env_time_frac": (env.seconds - env_seconds) / max(gen_time, 1e-9), "comm_bytes": comm_bytes,
+               **opt.metrics()}
         budget = config["max_timesteps"]
         last = generation + 1 == config["generations"] or (budget is not None and timesteps >= budget)
         stop = False
@@ -255,20 +262,23 @@ def train(config: dict, out_dir: str | Path | None = None, resume: bool = False,
                 print(f"gen {generation:4d} steps {timesteps:9d} return mean {row['return_mean']:8.2f} "
                       f"max {row['return_max']:8.2f}{ev}", file=sys.stderr)
             if (generation + 1) % config["checkpoint_every"] == 0 or last or stop:
-                state = {"x": x, **adam.state(), "generation": np.array(generation + 1),
+                state = {**opt.state(), "generation": np.array(generation + 1),
                          "timesteps": np.array(timesteps), "episodes": np.array(episodes),
                          "elapsed": np.array(row["wall_time_s"]), "seed": np.array(seed)}
                 if obs_stats is not None:
                     state.update(obs_stats.state())
                 atomic_write(ckpt_path, partial(np.savez, **state))
-        if stop:
+        if stop or last:
             break
+    x = opt.x
     if eval_return is None:  # resumed a run that had already finished its generations
         eval_return, eval_returns, _ = evaluate(theta_0 + project(x), generation)
     wall = elapsed_before + time.time() - t_start
     summary = {"task": config["task"], "trainer": "es", "env": config["env"], "D": D,
                "d": None if config["dim"] == "full" else n_opt, "dim": config["dim"],
                "projection": None if config["dim"] == "full" else proj.kind, "seed": seed,
+               "optimizer": opt.name, "generations_budget": config["generations"],
+               "max_timesteps": config["max_timesteps"], "stopped_early": bool(stop),
                "metric": "eval_return", "value": eval_return, "eval_returns": eval_returns,
                "metric_min": metric_min(config["env"]), "timesteps": timesteps, "episodes": episodes,
                "generations": generation + 1, "wall_time_s": wall, "n_ranks": size}

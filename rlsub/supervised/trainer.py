@@ -173,6 +173,10 @@ def train_step(net: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor
     return float(loss.detach()), int((logits.detach().argmax(dim=1) == y).sum())
 
 
+#: the file a run continues from (``resume``); sweeps continue half-run points from it
+CHECKPOINT = "checkpoint.pt"
+
+
 def train(config: dict, out_dir: str | Path | None = None, resume: bool = False, quiet: bool = False) -> dict:
     """Train with ``config`` (from :func:`resolve`); returns the summary written to ``out_dir``.
 
@@ -181,7 +185,7 @@ def train(config: dict, out_dir: str | Path | None = None, resume: bool = False,
     """
     torch.set_num_threads(config["threads"])
     out = Path(out_dir) if out_dir else default_out(config)
-    ckpt_path = out / "checkpoint.pt"
+    ckpt_path = out / CHECKPOINT
     if resume and not ckpt_path.exists():
         raise ConfigError(f"cannot resume: no checkpoint in {out}")
     if not resume and (out / "config.json").exists():

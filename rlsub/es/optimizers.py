@@ -1,0 +1,154 @@
+"""The search strategies ES runs over x (theta_d, or the offset of all D parameters in full space).
+
+Higher return is better everywhere. A strategy hands the trainer *work items* each generation
+(``n_items``); item k is one or more candidate parameter vectors theta_D, each with the indices that
+seed its episode, and it gets back, after all ranks have evaluated their share, the returns of every
+item in item order (``tell``). Every rank holds an identical strategy and calls the same methods
+with the same numbers, so every rank stays in the same state (masterless, as in Salimans et al.
+2017): nothing depends on how many ranks there are or which rank evaluated what.
+
+- :class:`OpenAIES`: OpenAI-ES (Salimans et al. 2017): item i is the mirrored pair
+  ``x +- sigma eps_i``, with eps_i regenerated from (seed, generation, i); centered ranks, Adam
+  ascent, L2 decay.
+- :class:`CMAES`: CMA-ES (Hansen) from the reference implementation, pycma; item k is candidate k
+  of ``ask()``. Its normal samples come from a seeded ``numpy.random.Generator`` (pycma's ``randn``
+  option), never from numpy's global RNG, so every rank's instance asks the same candidates.
+
+L2 decay (OpenAI-ES) pulls x towards 0, i.e. theta_D towards theta_0, in subspaces and in the
+full-space baseline alike (the baseline is the same trainer with P = I). The reference code decays
+the parameters themselves towards 0; here the decay regularises the trained offset, so that a
+subspace run and its baseline are regularised the same way.
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import Callable
+
+import numpy as np
+
+from rlsub.config import ConfigError
+from rlsub.es.core import Adam, centered_ranks, mirrored_gradient, perturbation
+
+#: (theta_D, environment seed index, action-noise seed index) of one episode
+Candidate = tuple[np.ndarray, int, int]
+Project = Callable[[np.ndarray], np.ndarray]  # x [n] -> P x [D], float32
+
+#: a full covariance matrix above this many bytes is refused (pycma keeps C, B and more: ~3 n^2 floats)
+CMA_MAX_COVARIANCE_BYTES = 2 * 1024**3
+
+
+class OpenAIES:
+    """Mirrored sampling, centered ranks, Adam and L2 decay (see :mod:`rlsub.es.trainer`)."""
+
+    name = "openai_es"
+    per_item = 2  # a mirrored pair: two episodes from the same environment seed
+
+    def __init__(self, n: int, config: dict):
+        self.n, self.seed = n, config["seed"]
+        self.sigma, self.l2, self.pairs = config["sigma"], config["l2"], config["pairs"]
+        self.adam = Adam(n, config["lr"])
+        self.x = np.zeros(n)
+        self._center = None
+
+    @property
+    def n_items(self) -> int:
+        return self.pairs
+
+    def begin(self, generation: int, theta_0: np.ndarray, project: Project) -> None:
+        self._center = theta_0 + project(self.x)  # one projection of x per generation
+
+    def candidates(self, generation: int, k: int, project: Project) -> list[Candidate]:
+        delta = self.sigma * project(perturbation(self.seed, generation, k, self.n))  # one per pair
+        return [(self._center + delta, k, 2 * k), (self._center - delta, k, 2 * k + 1)]
+
+    def tell(self, generation: int, returns: np.ndarray) -> None:
+        """returns: [pairs, 2] (x + sigma eps_i, x - sigma eps_i) in pair order."""
+        shaped = centered_ranks(returns)
+        eps = np.stack([perturbation(self.seed, generation, i, self.n) for i in range(len(returns))])
+        # the reference code's scale: sum (w+ - w-) eps / (2 n), i.e. without the 1 / sigma
+        grad = mirrored_gradient(eps, shaped[:, 0], shaped[:, 1], self.sigma) * self.sigma
+        self.x = self.x + self.adam.step(grad - self.l2 * self.x)
+
+    def metrics(self) -> dict:
+        return {}
+
+    def state(self) -> dict:
+        return {"x": self.x, **self.adam.state()}
+
+    def load(self, state: dict) -> None:
+        self.x = np.array(state["x"])
+        self.adam.load(state)
+
+
+class _Randn:
+    """pycma's ``randn(lam, n)`` from a seeded Generator (picklable, unlike a lambda)."""
+
+    def __init__(self, seed: int):
+        self.rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, 7])))
+
+    def __call__(self, *shape) -> np.ndarray:
+        return self.rng.standard_normal(shape)
+
+
+class CMAES:
+    """CMA-ES (pycma) over x, started at x = 0 (theta_D = theta_0) with step size ``cma.sigma0``."""
+
+    name = "cma_es"
+    per_item = 1
+
+    def __init__(self, n: int, config: dict):
+        import cma
+
+        opts = config["cma"]
+        if not opts["diagonal"] and 24 * n * n > CMA_MAX_COVARIANCE_BYTES:
+            raise ConfigError(
+                f"cma_es with a full covariance in n = {n:,} dimensions needs about {24 * n * n / 1e9:,.0f} GB "
+                f"(and O(n^3) per eigendecomposition); set cma: {{diagonal: true}} for the diagonal variant "
+                f"(sep-CMA, O(n) memory) or use optimizer: openai_es")
+        sigma0 = opts["sigma0"] if opts["sigma0"] is not None else config["sigma"]
+        options = {"randn": _Randn(config["seed"]), "verbose": -9, "verb_disp": 0, "verb_log": 0,
+                   "tolfun": 0, "tolflatfitness": 10**9, "tolfunhist": 0, "tolstagnation": 10**9,
+                   "tolx": 0, "CMA_diagonal": bool(opts["diagonal"])}
+        if opts["popsize"] is not None:
+            options["popsize"] = opts["popsize"]
+        self.es = cma.CMAEvolutionStrategy(np.zeros(n), sigma0, options)
+        self._X = None
+
+    @property
+    def n_items(self) -> int:
+        return self.es.popsize
+
+    @property
+    def x(self) -> np.ndarray:
+        return np.asarray(self.es.mean, dtype=np.float64)
+
+    def begin(self, generation: int, theta_0: np.ndarray, project: Project) -> None:
+        self._theta_0 = theta_0
+        self._X = self.es.ask()
+
+    def candidates(self, generation: int, k: int, project: Project) -> list[Candidate]:
+        return [(self._theta_0 + project(self._X[k]), k, k)]
+
+    def tell(self, generation: int, returns: np.ndarray) -> None:
+        """returns: [popsize, 1] in candidate order."""
+        self.es.tell(self._X, [-float(r) for r in returns[:, 0]])  # pycma minimises
+
+    def metrics(self) -> dict:
+        return {"cma_sigma": float(self.es.sigma)}
+
+    def state(self) -> dict:
+        return {"cma_pickle": np.frombuffer(pickle.dumps(self.es), dtype=np.uint8)}
+
+    def load(self, state: dict) -> None:
+        self.es = pickle.loads(np.asarray(state["cma_pickle"]).tobytes())
+
+
+OPTIMIZERS = {"openai_es": OpenAIES, "cma_es": CMAES}
+
+
+def make_optimizer(n: int, config: dict):
+    """The strategy ``config['optimizer']`` names, over n numbers."""
+    if config["optimizer"] not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer {config['optimizer']!r}; choose one of {sorted(OPTIMIZERS)}")
+    return OPTIMIZERS[config["optimizer"]](n, config)
