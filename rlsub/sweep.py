@@ -24,8 +24,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from rlsub.analysis import analyse_sweep, budget_curve, budget_of
 from rlsub.config import ConfigError, load_yaml, merge
 from rlsub.rundir import git_commit, machine, write_json

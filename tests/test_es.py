@@ -319,8 +319,8 @@ def test_max_timesteps_ends_a_run_after_the_generation_that_reaches_it(tmp_path)
 @pytest.mark.mpi
 def test_mpi_cma_es_gives_the_same_theta_d_for_1_2_and_3_ranks(tmp_path):
     cfg = tmp_path / "cma.yaml"
-    cfg.write_text((Path("configs/es/cartpole.yaml").read_text()
-                    + "optimizer: cma_es\ncma: {popsize: 7, sigma0: 2.0}\nobs_norm: true\n"))
+    cfg.write_text(Path("configs/es/cartpole.yaml").read_text()
+                    + "optimizer: cma_es\ncma: {popsize: 7, sigma0: 2.0}\nobs_norm: true\n")
     for n in (1, 2, 3):
         proc = _mpirun(n, [str(VENV_BIN / "rlsub"), "es", "--config", str(cfg), "--generations", "5", "--seed", "4",
                            "--quiet", "--out", str(tmp_path / f"n{n}")])

@@ -23,7 +23,7 @@ subspace run and its baseline are regularised the same way.
 from __future__ import annotations
 
 import pickle
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

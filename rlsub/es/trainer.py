@@ -34,8 +34,8 @@ import torch
 
 from rlsub.config import ConfigError, load_yaml, merge
 from rlsub.es.core import ObsStats, episode_seed
-from rlsub.es.optimizers import OPTIMIZERS, make_optimizer
 from rlsub.es.envs import EnvClock, make_env, metric_min
+from rlsub.es.optimizers import OPTIMIZERS, make_optimizer
 from rlsub.es.policy import Actor, reference_batch, rollout
 from rlsub.rundir import RunDir
 from rlsub.subspace import SubspaceModel, atomic_save_npy, atomic_write
