@@ -287,17 +287,46 @@ def run_sweep(config: dict, command: str = "", quiet: bool = False) -> dict:
 def _execute(config: dict, plan: list, comm, quiet: bool, command: str) -> None:
     size = comm.Get_size() if comm is not None else 1
     rank = comm.Get_rank() if comm is not None else 0
-    if config["trainer"] == "es" or size == 1:
-        for dim, seed in plan:  # ES points use all ranks
-            _run_point(config, dim, seed, quiet, comm if config["trainer"] == "es" else None)
-            if rank == 0:
-                write_outputs(config, command)
-    else:
-        for k, (dim, seed) in enumerate(plan):  # other trainers: points spread over ranks
-            if k % size == rank:
-                _run_point(config, dim, seed, quiet, None)
-                write_outputs(config, command)
+    spread = not (config["trainer"] == "es" or size == 1)  # other trainers: points spread over ranks
+    progress = _Progress(config, len(plan), size if spread else 1, quiet or (rank != 0 and not spread))
+    for k, (dim, seed) in enumerate(plan):
+        if spread and k % size != rank:
+            continue
+        reused = (Path(config["results"]) / "runs" / point_name(dim, seed) / "summary.json").exists()
+        t = time.time()
+        # ES points use all ranks
+        summary = _run_point(config, dim, seed, quiet, comm if config["trainer"] == "es" else None)
+        if rank == 0 or spread:
+            write_outputs(config, command)
+        progress.point(k, dim, seed, summary, time.time() - t, reused)
+    if spread:
         comm.Barrier()
+
+
+class _Progress:
+    """One stderr line per finished point: i/N, its result, elapsed time and an ETA from the points
+    run so far (reused points are not counted in the average)."""
+
+    def __init__(self, config: dict, total: int, parallel: int, quiet: bool):
+        self.name, self.total, self.parallel, self.quiet = config["name"], total, parallel, quiet
+        self.started, self.times = time.time(), []
+
+    def point(self, k: int, dim, seed: int, summary: dict, seconds: float, reused: bool) -> None:
+        if not reused:
+            self.times.append(seconds)
+        if self.quiet:
+            return
+        left = self.total - k - 1
+        eta = _clock(left * float(np.mean(self.times)) / self.parallel) if self.times else "?"
+        how = "reused" if reused else f"{seconds:.1f} s"
+        print(f"[{self.name}] {k + 1}/{self.total} d={dim} seed={seed}: {summary.get('metric')} "
+              f"{summary.get('value', float('nan')):.4g} ({how}); elapsed {_clock(time.time() - self.started)}, "
+              f"ETA {eta}", file=sys.stderr)
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def _comm_or_none():

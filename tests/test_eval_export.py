@@ -204,3 +204,33 @@ def test_render_for_an_environment_that_cannot_render(tmp_path, capsys):
     assert "supervised run" in one_error_line(capsys)
     assert main(["eval", str(ES_D1), "--render", "gif", "--out", str(tmp_path / "v.mp4")]) == 2
     assert "writes a .gif file" in one_error_line(capsys)
+
+
+# --- run directories: metrics also as CSV and TensorBoard scalars -------------------------------------
+
+
+def test_rundir_log_writes_csv_and_tensorboard_scalars(tmp_path):
+    import csv
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from rlsub.rundir import RunDir
+
+    run = RunDir(tmp_path)
+    run.log({"generation": 0, "timesteps": 100, "return_mean": 12.5})
+    run.log({"generation": 1, "timesteps": 250, "return_mean": 20.0, "eval_return": 31.0})  # a new column
+    run.log({"generation": 2, "timesteps": 400, "return_mean": 22.0, "note": "text is not a scalar"})
+    with open(tmp_path / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["return_mean"] for r in rows] == ["12.5", "20.0", "22.0"]
+    assert [r["eval_return"] for r in rows] == ["", "31.0", ""] and rows[2]["note"] == "text is not a scalar"
+    events = list(tmp_path.glob("events.out.tfevents.*"))
+    assert len(events) == 1
+    acc = EventAccumulator(str(events[0]))
+    acc.Reload()
+    assert sorted(acc.Tags()["scalars"]) == ["eval_return", "generation", "return_mean"]
+    assert [(e.step, e.value) for e in acc.Scalars("return_mean")] == [(100, 12.5), (250, 20.0), (400, 22.0)]
+    assert [(e.step, e.value) for e in acc.Scalars("eval_return")] == [(250, 31.0)]
+    run.truncate_metrics(2, "generation")  # a resumed run cuts the CSV back as well
+    with open(tmp_path / "metrics.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == 2

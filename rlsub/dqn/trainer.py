@@ -193,8 +193,8 @@ def _metrics_callback(run: RunDir, config: dict, eval_env, started: float):
     return MetricsRows()
 
 
-def train(config: dict, out_dir: Path, resume: bool = False) -> dict:
-    """Train, evaluate and write the run directory; returns the summary."""
+def train(config: dict, out_dir: Path, resume: bool = False, quiet: bool = False) -> dict:
+    """Train, evaluate and write the run directory; returns the summary. ``quiet``: no progress bar."""
     from stable_baselines3.common.logger import configure
 
     if resume:
@@ -210,7 +210,12 @@ def train(config: dict, out_dir: Path, resume: bool = False) -> dict:
     model.set_logger(configure(str(run.path), ["csv", "tensorboard"]))
     q = model.policy.q_net
     started = time.time()
-    model.learn(total_timesteps=config["timesteps"], callback=_metrics_callback(run, config, eval_env, started))
+    callbacks = [_metrics_callback(run, config, eval_env, started)]
+    if not quiet:
+        from rlsub.dqn.callbacks import ProgressBar
+
+        callbacks.append(ProgressBar(config["timesteps"]))
+    model.learn(total_timesteps=config["timesteps"], callback=callbacks)
     train_time = time.time() - started
     value, std = evaluate(model, eval_env, config["eval_episodes"])
     run.log({"timesteps": model.num_timesteps, "final_eval_return": value, "final_eval_std": std,

@@ -41,7 +41,7 @@ from rlsub.es.core import (
 )
 from rlsub.es.envs import EnvClock, make_env, metric_min
 from rlsub.es.policy import Actor, reference_batch, rollout
-from rlsub.rundir import RunDir
+from rlsub.rundir import RunDir, default_run_dir
 from rlsub.subspace import SubspaceModel, atomic_save_npy, atomic_write
 from rlsub.trainers import build_network, parse_dim
 
@@ -121,9 +121,7 @@ def build_policy(config: dict, env) -> tuple[SubspaceModel, int]:
 
 
 def _default_out(config: dict) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    task = str(config["task"]).replace("/", "-")
-    return Path("runs") / f"{task}__es__d{config['dim']}__s{config['seed']}__{stamp}"
+    return default_run_dir(config["task"], "es", config["dim"], config["seed"])
 
 
 def train(config: dict, out_dir: str | Path | None = None, resume: bool = False, quiet: bool = False) -> dict:

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from rlsub.config import ConfigError, load_yaml, merge
 from rlsub.errors import UserError
 from rlsub.models import MODELS
-from rlsub.rundir import RunDir
+from rlsub.rundir import RunDir, default_run_dir
 from rlsub.subspace import SubspaceModel, atomic_write
 from rlsub.supervised.data import ImageData, data_root, load_dataset
 from rlsub.trainers import build_network, parse_dim
@@ -96,8 +96,7 @@ def _positive_int(config: dict, key: str) -> None:
 
 
 def default_out(config: dict) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{config['task']}__supervised__d{config['dim']}__s{config['seed']}__{stamp}"
+    return default_run_dir(config["task"], "supervised", config["dim"], config["seed"])
 
 
 def load_data(config: dict) -> ImageData:
