@@ -32,6 +32,8 @@ from rlsub.subspace import SubspaceModel
 #: fixed seed of the fingerprint's probe vectors (not a run seed: the same probes for every model)
 FINGERPRINT_SEED = 2018
 FINGERPRINT_PROBES = 3
+#: where a trainer records the fingerprint in its run directory
+FINGERPRINT_FILE = "fingerprint.npy"
 
 
 class LoadError(UserError):
@@ -48,7 +50,7 @@ class RunRecord:
     theta: np.ndarray  # theta_d [d] (ES full space: [D]), or theta_D [D] for DQN / supervised full space
     source: Path
     obs: dict[str, np.ndarray] | None = None  # ES observation statistics (obs_sum, obs_sumsq, obs_count)
-    fingerprint: np.ndarray | None = None  # recorded at export; None for run directories
+    fingerprint: np.ndarray | None = None  # recorded by the trainer (fingerprint.npy) or at export
     notes: list[str] = field(default_factory=list)
 
 
@@ -68,6 +70,14 @@ def fingerprint(model: SubspaceModel) -> np.ndarray:
         pv = model.projection(torch.from_numpy(v)).double().numpy()
     t0 = model.theta_0.double().numpy()
     return np.array([t0 @ u, np.linalg.norm(t0), *(pv @ u), *np.linalg.norm(pv, axis=1)])
+
+
+def save_fingerprint(run_dir: str | os.PathLike, model) -> None:
+    """Record ``model``'s fingerprint beside its theta_d (nothing for a plain full-space network)."""
+    if isinstance(model, SubspaceModel):
+        from rlsub.subspace import atomic_save_npy
+
+        atomic_save_npy(Path(run_dir) / FINGERPRINT_FILE, fingerprint(model))
 
 
 def check_fingerprint(model: SubspaceModel, recorded: np.ndarray, where: str) -> None:
@@ -114,6 +124,8 @@ def read_run_dir(path: Path) -> RunRecord:
         raise LoadError(f"{path}: no theta_d.npy (nor theta_D.npy): the run did not finish, so there is no "
                         "trained model to load")
     record = RunRecord(trainer, config, summary, np.load(theta_path).astype(np.float32), path)
+    if (path / FINGERPRINT_FILE).is_file():  # runs from before fingerprints: checked by D and shape only
+        record.fingerprint = np.load(path / FINGERPRINT_FILE)
     if trainer == "es" and config.get("obs_norm", True):
         if (path / "obs_norm.npz").is_file():
             with np.load(path / "obs_norm.npz") as f:
@@ -147,7 +159,10 @@ def read_record(path: str | os.PathLike) -> RunRecord:
 
 def _trainer_config(module, recorded: dict) -> dict:
     """The run's config as the trainer resolves it today (keys added since take their defaults)."""
-    return module.resolve(None, {k: v for k, v in recorded.items() if k in module.DEFAULTS})
+    try:
+        return module.resolve(None, {k: v for k, v in recorded.items() if k in module.DEFAULTS})
+    except UserError as exc:
+        raise LoadError(f"the run's config does not resolve with this rlsub: {exc}") from None
 
 
 class LoadedRun:
@@ -256,7 +271,7 @@ class ESRun(LoadedRun):
                 lengths.append(length)
         finally:
             env.close()
-        return _result("eval_return", returns, lengths)
+        return {**_result("eval_return", returns, lengths), "replayed": seed is None}
 
 
 class DQNRun(LoadedRun):
@@ -295,9 +310,20 @@ class DQNRun(LoadedRun):
         """The greedy action for one (vectorised) observation, as SB3's ``predict`` gives it."""
         return self.model.predict(obs, deterministic=True)[0]
 
+    def replays_final_evaluation(self) -> bool:
+        """Whether ``evaluate()`` without a seed replays the episodes of the run's final evaluation.
+
+        The trainer's evaluation environment (seed + 10,000) served the periodic evaluations before
+        the final one, so replaying means skipping their resets first. That gives the same episodes
+        only where the environment draws random numbers at reset alone (not Atari: sticky actions),
+        and only for runs from before model selection (no ``select`` key recorded).
+        """
+        return not self.config["atari"] and "select" not in self.record.config
+
     def evaluate(self, episodes=None, seed=None, max_steps=None, frames=None) -> dict:
         """Deterministic episodes on a fresh evaluation environment seeded with ``seed``
-        (default: the trainer's evaluation seed, run seed + 10,000)."""
+        (default: the trainer's evaluation seed, run seed + 10,000, with the resets of the periodic
+        evaluations replayed when :meth:`replays_final_evaluation`)."""
         from stable_baselines3.common.evaluation import evaluate_policy
 
         from rlsub.dqn import trainer as dq
@@ -311,6 +337,12 @@ class DQNRun(LoadedRun):
             kwargs["max_episode_steps"] = max_steps
         env = dq.make_env({**self.config, "env_kwargs": kwargs}, self.default_seed() if seed is None else seed,
                           evaluation=True)
+        replay = seed is None and self.replays_final_evaluation()
+        if replay and self.config["eval_every"]:
+            # each periodic evaluate_policy call: one reset, then one automatic reset per episode
+            periodic = self.config["timesteps"] // self.config["eval_every"]
+            for _ in range(periodic * (self.config["eval_every_episodes"] + 1)):
+                env.reset()
         callback = None
         if frames is not None:
             check_renders(env.envs[0], self.config["env"])
@@ -322,7 +354,7 @@ class DQNRun(LoadedRun):
                                                return_episode_rewards=True, warn=False, callback=callback)
         finally:
             env.close()
-        return _result("eval_return", [float(r) for r in returns], [int(n) for n in lengths])
+        return {**_result("eval_return", [float(r) for r in returns], [int(n) for n in lengths]), "replayed": replay}
 
 
 class SupervisedRun(LoadedRun):
@@ -370,7 +402,7 @@ class SupervisedRun(LoadedRun):
         batches = sv.Batches(data)
         bs = config["eval_batch_size"]
         out = {"metric": "test_accuracy", "value": sv.accuracy(self.model, batches, batches.x_test, batches.y_test, bs),
-               "examples": len(batches.y_test)}
+               "examples": len(batches.y_test), "replayed": True}
         self.model.eval()
         if config["metric"] == "train_accuracy":
             out["train_accuracy"] = sv.accuracy(self.model, batches, batches.x_train, batches.y_train, bs)

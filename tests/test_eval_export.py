@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ES_D1 = ROOT / "results/cartpole_es/runs/d1_s0"  # eval returns vary per episode (mean 314)
 ES_FULL = ROOT / "results/cartpole_es/runs/dfull_s0"
 DQN_D25 = ROOT / "results/dqn/cartpole_d25_s0"
+DQN_FULL = ROOT / "results/dqn/cartpole_dfull_s0"  # mean 240.9 over 20 episodes of up to 500 steps
 MNIST_D750 = ROOT / "results/mnist_fc/runs/d750_s0"
 HUMANOID_OLD = ROOT / "results/es/short_runs/humanoid_v4_d700"  # obs_norm, but no obs_norm.npz / checkpoint
 
@@ -94,11 +95,23 @@ def test_dqn_run_loads_and_reproduces_its_final_evaluation(tmp_path):
     q = run.model.policy.q_net
     assert q.d == 25 and q.D == 562 and run.subspace_model is q.q_net
     np.testing.assert_array_equal(q.q_net.get_flat(), np.load(DQN_D25 / "theta_d.npy"))
-    result = run.evaluate()  # 20 episodes on the trainer's evaluation environment (seed + 10,000)
-    assert result["value"] == pytest.approx(summary(DQN_D25)["value"], abs=1e-9)
+    # 20 episodes on the trainer's evaluation environment (seed + 10,000), after replaying the resets
+    # of its 3 periodic evaluations: mean and spread as recorded
+    result = run.evaluate()
+    assert result["replayed"] and result["episodes"] == 20
+    assert (result["value"], result["std"]) == (summary(DQN_D25)["value"], summary(DQN_D25)["value_std"])
     export_run(DQN_D25, tmp_path / "dqn.npz")
     again = rlsub.load_run(tmp_path / "dqn.npz").evaluate(episodes=3)
     assert again["returns"] == result["returns"][:3]
+    assert rlsub.load_run(DQN_D25).evaluate(episodes=3, seed=5)["replayed"] is False
+
+
+@pytest.mark.slow  # about 10 s: 20 episodes of about 240 SB3 predict calls
+def test_dqn_full_space_run_reproduces_its_final_evaluation():
+    run = rlsub.load_run(DQN_FULL)
+    assert run.subspace_model is None and run.model.policy.q_net.D == 562
+    result = run.evaluate()
+    assert (result["value"], result["std"]) == (summary(DQN_FULL)["value"], summary(DQN_FULL)["value_std"])
 
 
 def test_render_writes_one_frame_per_step_and_the_reset(tmp_path, capsys):
@@ -234,3 +247,46 @@ def test_rundir_log_writes_csv_and_tensorboard_scalars(tmp_path):
     run.truncate_metrics(2, "generation")  # a resumed run cuts the CSV back as well
     with open(tmp_path / "metrics.csv", newline="") as f:
         assert len(list(csv.DictReader(f))) == 2
+
+
+# --- a fresh ES run with observation normalisation: obs_norm.npz, checkpoint fallback, fingerprint ------
+
+
+def test_fresh_es_run_with_obs_norm_is_rebuilt_exactly(tmp_path, capsys):
+    from rlsub.es import trainer
+
+    config = trainer.resolve("configs/es/cartpole.yaml", {
+        "generations": 3, "pairs": 4, "eval_every": 3, "eval_episodes": 3, "obs_norm": True,
+        "projection": "fastfood", "dim": 6, "seed": 7, "target_return": 10_000})
+    run_dir = tmp_path / "run"
+    recorded = trainer.train(config, run_dir, quiet=True)
+    assert (run_dir / "obs_norm.npz").exists() and (run_dir / "fingerprint.npy").exists()
+    loaded = rlsub.load_run(run_dir)
+    assert loaded.obs_stats is not None and loaded.model.projection_kind == "fastfood"
+    np.testing.assert_array_equal(loaded.obs_stats.mean, np.load(run_dir / "obs_norm.npz")["obs_sum"]
+                                  / float(np.load(run_dir / "obs_norm.npz")["obs_count"]))
+    assert loaded.evaluate()["returns"] == recorded["eval_returns"]
+    # statistics also travel in the export
+    export_run(run_dir, tmp_path / "e.npz")
+    assert rlsub.load_run(tmp_path / "e.npz").evaluate()["returns"] == recorded["eval_returns"]
+    # a run from before obs_norm.npz: the statistics come from checkpoint.npz, and eval says so
+    (run_dir / "obs_norm.npz").unlink()
+    assert main(["eval", str(run_dir)]) == 0
+    captured = capsys.readouterr()
+    assert "from checkpoint.npz" in captured.err and "(recorded" in captured.out
+    (run_dir / "checkpoint.npz").unlink()
+    assert main(["eval", str(run_dir)]) == 2
+    assert "neither obs_norm.npz nor a checkpoint.npz" in one_error_line(capsys)
+
+
+def test_run_directory_fingerprint_is_checked(tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(ES_D1, run)
+    fp = rlsub.load_run(ES_D1).fingerprint()
+    np.save(run / "fingerprint.npy", fp)
+    assert main(["eval", str(run), "--episodes", "1", "--quiet"]) == 0
+    capsys.readouterr()
+    fp[1] *= 1.01  # |theta_0|: as if the initialisation had changed
+    np.save(run / "fingerprint.npy", fp)
+    assert main(["eval", str(run)]) == 2
+    assert "do not match the recorded fingerprint" in one_error_line(capsys)

@@ -48,7 +48,7 @@ def run(args) -> int:
     result = loaded.evaluate(episodes=args.episodes, seed=args.seed, max_steps=args.max_steps, frames=frames)
     head = f"{info['task']} ({info['trainer']}, d={info['dim']}, seed={info['seed']})"
     # the recorded value is comparable only when the run's own episodes were replayed
-    own = args.seed is None and args.episodes is None and args.max_steps is None
+    own = result["replayed"] and args.episodes is None and args.max_steps is None
     recorded = loaded.summary.get("value") if own and loaded.summary.get("metric") == result["metric"] else None
     if result["metric"] == "test_accuracy":
         recorded = loaded.summary.get("test_accuracy")

@@ -22,6 +22,7 @@ import torch
 
 from rlsub.config import ConfigError, load_yaml, merge
 from rlsub.es.envs import register_ale
+from rlsub.loading import save_fingerprint
 from rlsub.rundir import RunDir
 from rlsub.trainers import parse_dim
 
@@ -222,6 +223,7 @@ def train(config: dict, out_dir: Path, resume: bool = False, quiet: bool = False
              "eval_episodes": config["eval_episodes"], "wall_time_s": round(time.time() - started, 3)})
     if q.subspace:
         run.save_theta(q.q_net.get_flat())
+        save_fingerprint(run.path, q.q_net)  # lets rlsub eval refuse a differently rebuilt theta_0 / P
     else:
         run.save_theta(torch.nn.utils.parameters_to_vector(q.q_net.parameters()).detach().numpy(), "theta_D.npy")
     model_bytes = None

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from rlsub.config import ConfigError, load_yaml, merge
 from rlsub.errors import UserError
+from rlsub.loading import save_fingerprint
 from rlsub.models import MODELS
 from rlsub.rundir import RunDir, default_run_dir
 from rlsub.subspace import SubspaceModel, atomic_write
@@ -263,5 +264,6 @@ def train(config: dict, out_dir: str | Path | None = None, resume: bool = False,
         run.save_theta(nn.utils.parameters_to_vector(net.parameters()).detach().numpy(), "theta_D.npy")
     else:
         run.save_theta(net.get_flat())
+        save_fingerprint(run.path, net)  # lets rlsub eval refuse a differently rebuilt theta_0 / P
     run.write_summary(summary)
     return summary
