@@ -259,7 +259,7 @@ class ESRun(LoadedRun):
         episodes = episodes or self.config["eval_episodes"]
         max_steps = max_steps or self.config["max_episode_steps"]
         if frames is not None:
-            _headless()
+            headless()
         env = self.make_env("rgb_array" if frames is not None else None)
         if frames is not None:
             env = FrameRecorder(env, frames, self.config["env"])
@@ -331,7 +331,7 @@ class DQNRun(LoadedRun):
         episodes = episodes or self.config["eval_episodes"]
         kwargs = dict(self.config["env_kwargs"])
         if frames is not None:
-            _headless()
+            headless()
             kwargs["render_mode"] = "rgb_array"
         if max_steps:
             kwargs["max_episode_steps"] = max_steps
@@ -418,8 +418,12 @@ def _result(metric: str, returns: list[float], lengths: list[int]) -> dict:
 # --- rendering ---------------------------------------------------------------------------------------
 
 
-def _headless() -> None:
-    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame (classic control) without a display
+def headless() -> None:
+    """Render without a display: pygame (classic control) to a dummy video driver, MuJoCo through
+    EGL. Set before the first environment is made (MuJoCo reads MUJOCO_GL when it is imported)."""
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    if not os.environ.get("DISPLAY"):
+        os.environ.setdefault("MUJOCO_GL", "egl")
 
 
 def check_renders(env, env_id: str) -> None:

@@ -214,7 +214,7 @@ def test_render_for_an_environment_that_cannot_render(tmp_path, capsys):
     assert "cannot render frames" in one_error_line(capsys)
     assert not (tmp_path / "v.gif").exists()
     assert main(["eval", str(MNIST_D750), "--render", "gif"]) == 2
-    assert "supervised run" in one_error_line(capsys)
+    assert "a supervised run is evaluated on its test set" in one_error_line(capsys)
     assert main(["eval", str(ES_D1), "--render", "gif", "--out", str(tmp_path / "v.mp4")]) == 2
     assert "writes a .gif file" in one_error_line(capsys)
 

@@ -24,7 +24,7 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from rlsub.loading import describe, load_run, write_video
+    from rlsub.loading import describe, headless, load_run, write_video
 
     for name in ("episodes", "max_steps"):
         value = getattr(args, name)
@@ -37,9 +37,13 @@ def run(args) -> int:
         out = Path(args.out or f"{Path(args.run).stem}.{args.render}")
         if out.suffix.lower() != f".{args.render}":
             raise UserError(f"--render {args.render} writes a .{args.render} file, not {out.name}")
+        headless()
     loaded = load_run(args.run)
-    if args.render and loaded.trainer == "supervised":
-        raise UserError("--render is for RL runs; a supervised run has no environment to render")
+    if loaded.trainer == "supervised":
+        given = [f for f, v in (("--render", args.render), ("--episodes", args.episodes), ("--seed", args.seed),
+                                ("--max-steps", args.max_steps)) if v is not None]
+        if given:
+            raise UserError(f"{', '.join(given)}: for RL runs; a supervised run is evaluated on its test set")
     info = describe(loaded)
     if not args.quiet:
         for note in loaded.notes:
