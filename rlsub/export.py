@@ -57,12 +57,12 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike) -> dict:
     """
     from rlsub.loading import LOADERS
 
-    record = read_record(run)
-    loaded = LOADERS[record.trainer](record)
-    data = _payload(record, loaded.fingerprint())
     out = Path(out)
     if out.suffix != ".npz":
         raise LoadError(f"{out}: an export file must end in .npz")
+    record = read_record(run)
+    loaded = LOADERS[record.trainer](record)
+    data = _payload(record, loaded.fingerprint())
     out.parent.mkdir(parents=True, exist_ok=True)
     from rlsub.subspace import atomic_write
 

@@ -290,3 +290,10 @@ def test_run_directory_fingerprint_is_checked(tmp_path, capsys):
     np.save(run / "fingerprint.npy", fp)
     assert main(["eval", str(run)]) == 2
     assert "do not match the recorded fingerprint" in one_error_line(capsys)
+
+
+def test_export_needs_an_npz_name_and_export_bytes_a_run(tmp_path, capsys):
+    assert main(["export", str(ES_D1), "--out", str(tmp_path / "model.zip")]) == 2
+    assert "must end in .npz" in one_error_line(capsys)
+    with pytest.raises(ValueError, match="run_dir"):
+        export_bytes({"task": "CartPole-v1", "d": 4})

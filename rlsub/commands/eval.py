@@ -12,8 +12,9 @@ HELP = "evaluate a trained run or export (RL: episode returns, optionally render
 def add_arguments(p) -> None:
     p.add_argument("run", metavar="RUN_DIR_OR_EXPORT", help="a run directory or a file written by `rlsub export`")
     p.add_argument("--episodes", type=int, help="episodes (default: the run's eval_episodes)")
-    p.add_argument("--seed", type=int, help="episode k starts from reset(seed=SEED + k) (default: the run's own "
-                   "final-evaluation seeds, so the recorded value is reproduced)")
+    p.add_argument("--seed", type=int, help="seed of the episodes (ES: episode k starts from reset(seed=SEED + k); "
+                   "DQN: the evaluation environment's seed). Default: the run's own final evaluation, replayed "
+                   "so that the recorded value is reproduced")
     p.add_argument("--max-steps", type=int, help="cap on episode length (default: the run's)")
     p.add_argument("--render", choices=["gif", "mp4"], help="also write the evaluated episodes as a video")
     p.add_argument("--out", help="video file for --render (default <run>.gif / .mp4 in the current folder)")
