@@ -261,6 +261,7 @@ def test_fresh_es_run_with_obs_norm_is_rebuilt_exactly(tmp_path, capsys):
     run_dir = tmp_path / "run"
     recorded = trainer.train(config, run_dir, quiet=True)
     assert (run_dir / "obs_norm.npz").exists() and (run_dir / "fingerprint.npy").exists()
+    assert (run_dir / "metrics.csv").exists() and list(run_dir.glob("events.out.tfevents.*.rlsub"))
     loaded = rlsub.load_run(run_dir)
     assert loaded.obs_stats is not None and loaded.model.projection_kind == "fastfood"
     np.testing.assert_array_equal(loaded.obs_stats.mean, np.load(run_dir / "obs_norm.npz")["obs_sum"]
@@ -297,3 +298,14 @@ def test_export_needs_an_npz_name_and_export_bytes_a_run(tmp_path, capsys):
     assert "must end in .npz" in one_error_line(capsys)
     with pytest.raises(ValueError, match="run_dir"):
         export_bytes({"task": "CartPole-v1", "d": 4})
+
+
+@pytest.mark.slow  # about 30 s: Pong's D = 1,005,974 policy and a 128-frame reference batch
+def test_pong_policy_regenerates_its_virtual_batch_norm_reference():
+    from rlsub.models import VirtualBatchNorm
+
+    run = rlsub.load_run(ROOT / "results/es/short_runs/pong_d6000")
+    norms = [m for m in run.model.module.modules() if isinstance(m, VirtualBatchNorm)]
+    assert run.actor._vbn and len(norms) == 3
+    assert all(int(m.num_batches_tracked) == 1 and float(m.running_var.mean()) != 1.0 for m in norms)
+    assert run.evaluate(episodes=1, max_steps=20)["lengths"] == [20]
