@@ -7,3 +7,12 @@ Landscapes", ICLR 2018).
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # rlsub.load_run without importing torch when only the CLI's --help is wanted
+    if name == "load_run":
+        from rlsub.loading import load_run
+
+        return load_run
+    raise AttributeError(f"module 'rlsub' has no attribute {name!r}")

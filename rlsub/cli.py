@@ -21,6 +21,8 @@ COMMANDS: dict[str, str] = {
     "sweep": "rlsub.commands.sweep",
     "compare-tasks": "rlsub.commands.compare_tasks",
     "train": "rlsub.commands.train",
+    "eval": "rlsub.commands.eval",
+    "export": "rlsub.commands.export",
 }
 
 

@@ -4,10 +4,17 @@ A run directory holds ``config.json`` (the fully resolved config), ``metrics.jso
 object per generation / epoch / log step), ``summary.json`` (the final result, read by sweeps and
 reports) and ``theta_d.npy``. Whole files are written atomically; metrics lines are appended and
 flushed one at a time, and a resumed run truncates them back to its checkpoint.
+
+Each metrics row also goes to ``metrics.csv`` (its columns grow when a row brings a new key) and,
+as TensorBoard scalars, to ``events.out.tfevents.<time>.<host>.rlsub`` (``tensorboard --logdir
+runs/``), with the row's timesteps, epoch or generation as the step. Records are appended with the
+file opened and closed for each row, so no writer thread or open file outlives a call.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import platform
@@ -49,6 +56,13 @@ def command_line() -> str:
     return shlex.join([os.path.basename(sys.argv[0]), *sys.argv[1:]]) if sys.argv else ""
 
 
+def default_run_dir(task: str, trainer: str, dim, seed: int) -> Path:
+    """Where a run goes without ``--out``, the same for every command:
+    ``runs/<task>__<trainer>__d<dim>__s<seed>__<time>`` ('/' in the task becomes '-')."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{str(task).replace('/', '-')}__{trainer}__d{dim}__s{seed}__{stamp}"
+
+
 def _jsonable(value):
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
@@ -63,12 +77,27 @@ def _jsonable(value):
     return value
 
 
+def _csv_columns(path: Path) -> list[str] | None:
+    if not path.exists():
+        return None
+    with open(path, newline="") as f:
+        return next(csv.reader(f), None)
+
+
+def _csv_cells(row: dict) -> dict:
+    return {k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in row.items()}
+
+
 def write_json(path: str | Path, data: dict) -> None:
     atomic_write_text(path, json.dumps(_jsonable(data), indent=2, sort_keys=True) + "\n")
 
 
 def read_json(path: str | Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+#: the first of these a metrics row holds is its TensorBoard step
+STEP_KEYS = ("timesteps", "epoch", "generation")
 
 
 class RunDir:
@@ -78,6 +107,7 @@ class RunDir:
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         self.started = time.time()
+        self._events: Path | None = None  # created with the first row
 
     @property
     def metrics_path(self) -> Path:
@@ -86,10 +116,56 @@ class RunDir:
     def write_config(self, config: dict) -> None:
         write_json(self.path / "config.json", config)
 
+    @property
+    def csv_path(self) -> Path:
+        return self.path / "metrics.csv"
+
     def log(self, row: dict) -> None:
+        """Append a metrics row to metrics.jsonl, metrics.csv and the TensorBoard events file."""
+        row = _jsonable(row)
         with open(self.metrics_path, "a") as f:
-            f.write(json.dumps(_jsonable(row)) + "\n")
+            f.write(json.dumps(row) + "\n")
             f.flush()
+        self._append_csv(row)
+        self._append_events(row)
+
+    def _append_csv(self, row: dict) -> None:
+        columns = _csv_columns(self.csv_path)
+        if columns is not None and set(row) <= set(columns):
+            with open(self.csv_path, "a", newline="") as f:
+                csv.DictWriter(f, columns).writerow(_csv_cells(row))
+        else:  # first row, or a new key: rewrite the file with the wider header
+            self._write_csv(self.metrics())
+
+    def _write_csv(self, rows: list[dict]) -> None:
+        columns = list(dict.fromkeys(k for r in rows for k in r))
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, columns)
+        writer.writeheader()
+        writer.writerows(_csv_cells(r) for r in rows)
+        atomic_write_text(self.csv_path, buf.getvalue())
+
+    def _append_events(self, row: dict) -> None:
+        step_key = next((k for k in STEP_KEYS if isinstance(row.get(k), (int, float))), None)
+        scalars = {k: float(v) for k, v in row.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool) and k != step_key}
+        if not scalars or step_key is None:
+            return
+        step = int(row[step_key])
+        from tensorboard.compat.proto import event_pb2, summary_pb2
+        from tensorboard.summary.writer.record_writer import RecordWriter
+
+        new = self._events is None
+        if new:
+            self._events = self.path / f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.rlsub"
+        with open(self._events, "ab") as f:
+            writer = RecordWriter(f)
+            now = time.time()
+            if new:
+                writer.write(event_pb2.Event(wall_time=now, file_version="brain.Event:2").SerializeToString())
+            values = [summary_pb2.Summary.Value(tag=k, simple_value=v) for k, v in scalars.items()]
+            event = event_pb2.Event(wall_time=now, step=step, summary=summary_pb2.Summary(value=values))
+            writer.write(event.SerializeToString())
 
     def metrics(self) -> list[dict]:
         if not self.metrics_path.exists():
@@ -106,6 +182,8 @@ class RunDir:
         """Keep only the metric rows whose ``key`` is < keep (used when resuming from a checkpoint)."""
         rows = [r for r in self.metrics() if r.get(key, -1) < keep]
         atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
+        if self.csv_path.exists():
+            self._write_csv(rows)
 
     def save_theta(self, theta_d: np.ndarray, name: str = "theta_d.npy") -> None:
         atomic_save_npy(self.path / name, np.asarray(theta_d, dtype=np.float32))

@@ -59,7 +59,11 @@ class SubspaceModel(nn.Module):
             owner, attr = _owner(module, name)
             owner._parameters[attr] = None
         self.module = module
+        # theta_0 and P are regenerated from their seeds, so state_dict() holds only theta_d and the
+        # module's own buffers (a dense P of MNIST-FC at d = 750 alone would be 598 MB).
         self.register_buffer("theta_0", theta_0, persistent=False)
+        for name, buf in list(self.projection.named_buffers(recurse=False)):
+            self.projection.register_buffer(name, buf, persistent=False)
         self.theta_d = nn.Parameter(torch.zeros(self.projection.d))
 
     @property
@@ -119,6 +123,12 @@ class SubspaceModel(nn.Module):
             owner.register_parameter(attr, nn.Parameter(value.clone()))
         return plain
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # state dicts written before P and theta_0 left state_dict() carry them: regenerated, so skipped
+        for key in [k for k in state_dict if k.startswith(prefix + "projection.") or k == prefix + "theta_0"]:
+            del state_dict[key]
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def extra_repr(self) -> str:
         return (f"D={self.D}, d={self.d}, projection={self.projection_kind}, seed={self.seed}; the module's "
                 "parameters come from theta_0 + P theta_d at each call (its repr shows them as absent)")
@@ -135,7 +145,8 @@ def _owner(module: nn.Module, dotted: str) -> tuple[nn.Module, str]:
 
 
 def save_checkpoint(path: str | os.PathLike, model: SubspaceModel, config: dict) -> None:
-    """Write a checkpoint folder: ``config.json`` (how to rebuild the module and P) and ``theta_d.npy``.
+    """Write a checkpoint folder: ``config.json`` (how to rebuild the module and P), ``theta_d.npy``
+    and, for a module with buffers (batch-norm running statistics), ``buffers.npz``.
 
     ``config`` must let ``build`` (see :func:`load_checkpoint`) rebuild the same module, including
     the seed its initialisation came from; the projection's kind, d and seed are added here.
@@ -146,6 +157,9 @@ def save_checkpoint(path: str | os.PathLike, model: SubspaceModel, config: dict)
     full = dict(config, projection=model.projection_kind, d=model.d, projection_seed=model.seed, D=model.D)
     atomic_write_text(path / "config.json", json.dumps(full, indent=2, sort_keys=True))
     atomic_save_npy(path / "theta_d.npy", model.get_flat())
+    buffers = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items() if k != "theta_d"}
+    if buffers:
+        atomic_write(path / "buffers.npz", lambda tmp: np.savez(tmp, **buffers))
 
 
 def load_checkpoint(path: str | os.PathLike, build: Callable[[dict], nn.Module]) -> SubspaceModel:
@@ -156,6 +170,10 @@ def load_checkpoint(path: str | os.PathLike, build: Callable[[dict], nn.Module])
     if model.D != config["D"]:
         raise ProjectionError(f"rebuilt module has D = {model.D}, checkpoint says {config['D']}")
     model.set_flat(np.load(path / "theta_d.npy"))
+    if (path / "buffers.npz").exists():
+        with np.load(path / "buffers.npz") as saved:
+            buffers = {k: torch.from_numpy(saved[k]) for k in saved.files}
+        model.load_state_dict({"theta_d": model.theta_d.detach().clone(), **buffers})
     return model
 
 

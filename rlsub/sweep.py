@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from rlsub.analysis import analyse_sweep, budget_curve, budget_of
 from rlsub.config import ConfigError, load_yaml, merge
 from rlsub.rundir import git_commit, machine, write_json
@@ -301,24 +303,30 @@ def _cross_check_plan(config: dict, points: list[dict]) -> list[tuple]:
 def _execute(config: dict, plan: list, comm, quiet: bool, command: str) -> None:
     size = comm.Get_size() if comm is not None else 1
     rank = comm.Get_rank() if comm is not None else 0
-    if size == 1:
-        for point in plan:
-            _run_point(config, point, quiet, comm if config["trainer"] == "es" else None)
-            write_outputs(config, command)
-    elif config["trainer"] == "es" and not config["spread_points"]:
-        for point in plan:  # every rank works on each ES point
-            _run_point(config, point, quiet, comm)
+    if size == 1 or (config["trainer"] == "es" and not config["spread_points"]):
+        # one process, or every rank working on each ES point together
+        progress = _Progress(config, len(plan), 1, quiet or rank != 0)
+        for k, point in enumerate(plan):
+            reused = _finished(config, point)
+            t = time.time()
+            summary = _run_point(config, point, quiet, comm if config["trainer"] == "es" else None)
             if rank == 0:
                 write_outputs(config, command)
+            progress.point(k, point, summary, time.time() - t, reused)
     else:
         _spread(config, plan, comm, quiet, command)
+
+
+def _finished(config: dict, point: tuple) -> bool:
+    return (Path(config["results"]) / "runs" / point_name(*point) / "summary.json").exists()
 
 
 def _spread(config: dict, plan: list, comm, quiet: bool, command: str) -> None:
     """Points spread over the ranks, one process each, taken from a shared queue: a rank claims the
     next unclaimed point by creating its claim file (O_EXCL, so exactly one rank gets it); a rank
     that finishes early takes the next, so long and short points balance. Claims from a stopped
-    sweep are cleared at the start; finished points are recognised by their summary as always."""
+    sweep are cleared at the start; finished points are recognised by their summary as always.
+    Every rank prints its own points' progress lines."""
     from mpi4py import MPI
 
     claims = Path(config["results"]) / "claims"
@@ -326,16 +334,48 @@ def _spread(config: dict, plan: list, comm, quiet: bool, command: str) -> None:
         shutil.rmtree(claims, ignore_errors=True)
         claims.mkdir(parents=True)
     comm.Barrier()
-    for point in plan:
+    progress = _Progress(config, len(plan), comm.Get_size(), quiet)
+    for k, point in enumerate(plan):
         try:
             os.close(os.open(claims / point_name(*point), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
         except FileExistsError:
             continue
-        _run_point(config, point, quiet, MPI.COMM_SELF if config["trainer"] == "es" else None)
+        reused = _finished(config, point)
+        t = time.time()
+        summary = _run_point(config, point, quiet, MPI.COMM_SELF if config["trainer"] == "es" else None)
         write_outputs(config, command)
+        progress.point(k, point, summary, time.time() - t, reused)
     comm.Barrier()
     if comm.Get_rank() == 0:
         shutil.rmtree(claims, ignore_errors=True)
+
+
+class _Progress:
+    """One stderr line per finished point: i/N, its result, elapsed time and an ETA from the points
+    run so far (reused points are not counted in the average)."""
+
+    def __init__(self, config: dict, total: int, parallel: int, quiet: bool):
+        self.name, self.total, self.parallel, self.quiet = config["name"], total, parallel, quiet
+        self.started, self.times = time.time(), []
+
+    def point(self, k: int, point: tuple, summary: dict, seconds: float, reused: bool) -> None:
+        dim, seed, optimizer = point
+        if not reused:
+            self.times.append(seconds)
+        if self.quiet:
+            return
+        left = self.total - k - 1
+        eta = _clock(left * float(np.mean(self.times)) / self.parallel) if self.times else "?"
+        how = "reused" if reused else f"{seconds:.1f} s"
+        opt = f" {optimizer}" if optimizer else ""
+        print(f"[{self.name}] {k + 1}/{self.total} d={dim} seed={seed}{opt}: {summary.get('metric')} "
+              f"{summary.get('value', float('nan')):.4g} ({how}); elapsed {_clock(time.time() - self.started)}, "
+              f"ETA {eta}", file=sys.stderr)
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def _comm_or_none():

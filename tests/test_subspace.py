@@ -166,3 +166,49 @@ def test_atomic_write_replaces_whole_files_and_keeps_the_old_one_on_failure(tmp_
     atomic_write(tmp_path / "state.npz", lambda tmp: np.savez(tmp, a=np.ones(2)))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state.npz", "summary.json", "theta_d.npy"]
     np.testing.assert_array_equal(np.load(tmp_path / "theta_d.npy"), np.arange(3.0))
+
+
+@pytest.mark.parametrize("kind", ["dense", "sparse", "fastfood"])
+def test_state_dict_holds_theta_d_only_and_reloads_into_a_rebuilt_model(kind):
+    model = SubspaceModel(cartpole_net(), 4, projection=kind, seed=3)
+    model.set_flat(np.array([0.5, -1.0, 2.0, 0.25], dtype=np.float32))
+    state = model.state_dict()
+    assert list(state) == ["theta_d"]  # P and theta_0 are regenerated from their seeds
+    rebuilt = SubspaceModel(cartpole_net(), 4, projection=kind, seed=3)
+    rebuilt.load_state_dict(state)
+    assert torch.equal(rebuilt.theta_D(), model.theta_D())
+    # a state dict from before P left state_dict() (it carried P's buffers) still loads
+    old = {**state, **{f"projection.{k}": v for k, v in model.projection._buffers.items()}}
+    rebuilt.load_state_dict(old)
+    assert torch.equal(rebuilt.theta_D(), model.theta_D())
+
+
+def test_state_dict_of_mnist_fc_at_d750_is_d_floats_not_the_projection():
+    nbytes = sum(v.numel() * v.element_size() for v in SubspaceModel(
+        build_model("mlp", seed=0, in_dim=784, out_dim=10), 750, projection="fastfood", seed=0).state_dict().values())
+    assert nbytes == 750 * 4
+
+
+def _bn_net(seed=0):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.ReLU(),
+                                   torch.nn.Linear(8, 2))
+
+
+def test_checkpoint_keeps_batch_norm_running_statistics(tmp_path):
+    model = SubspaceModel(_bn_net(), 5, projection="dense", seed=1)
+    model.set_flat(np.linspace(-1, 1, 5, dtype=np.float32))
+    model.train()
+    model(torch.randn(64, 4, generator=torch.Generator().manual_seed(0)) * 3 + 1)  # updates running stats
+    assert sorted(model.state_dict()) == ["module.1.num_batches_tracked", "module.1.running_mean",
+                                          "module.1.running_var", "theta_d"]
+    save_checkpoint(tmp_path / "ckpt", model, {"seed": 0})
+    restored = load_checkpoint(tmp_path / "ckpt", lambda cfg: _bn_net(cfg["seed"]))
+    bn, bn2 = model.module[1], restored.module[1]
+    assert torch.equal(bn.running_mean, bn2.running_mean) and torch.equal(bn.running_var, bn2.running_var)
+    assert int(bn2.num_batches_tracked) == 1 and not torch.equal(bn2.running_mean, torch.zeros(8))
+    model.eval()
+    restored.eval()
+    x = torch.randn(5, 4, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(restored(x), model(x))

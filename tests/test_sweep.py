@@ -218,3 +218,14 @@ def test_every_shipped_sweep_config_resolves_and_names_a_paper_task():
         assert config["paper_task"] in PAPER
         trainer = trainers.get_trainer(config["trainer"])
         trainer.resolve(config["config"], {**config["overrides"], "dim": config["dims"][0], "seed": 0})
+
+
+def test_sweep_prints_i_of_n_each_result_elapsed_and_eta(fake, capsys):
+    config = sweep.resolve(write_sweep(fake, dims=[10, 100], seeds=[0]), fake / "results")
+    sweep.run_sweep(config)
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if "/3 " in ln]
+    assert [ln.split(" d=")[0] for ln in lines] == ["[fake_sweep] 1/3", "[fake_sweep] 2/3", "[fake_sweep] 3/3"]
+    assert "d=full seed=0: score 1 (" in lines[0] and "d=10 seed=0: score 0.1 (" in lines[1]
+    assert all("elapsed 0:00:0" in ln and "ETA 0:00:00" in ln for ln in lines)
+    sweep.run_sweep(config)  # finished points are reused, and said to be
+    assert "(reused); elapsed" in capsys.readouterr().err

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 
 import yaml
 
+from rlsub.commands import PROJECTION_CHOICES
 from rlsub.config import ConfigError, parse_yaml
 
 HELP = "train DQN (stable-baselines3) with the Q-network in a random subspace of dimension --dim"
@@ -16,13 +15,14 @@ HELP = "train DQN (stable-baselines3) with the Q-network in a random subspace of
 def add_arguments(p) -> None:
     p.add_argument("--config", required=True, help="YAML config, e.g. configs/dqn/cartpole.yaml")
     p.add_argument("--dim", default=None, help="subspace dimension d (1 <= d <= D), or 'full' for the baseline")
-    p.add_argument("--projection", default=None, help="dense, sparse, fastfood or auto")
+    p.add_argument("--projection", choices=PROJECTION_CHOICES)
     p.add_argument("--seed", type=int, default=None, help="seed of the run (DQN, env, theta_0 and P)")
     p.add_argument("--timesteps", type=int, default=None, help="training environment steps")
     p.add_argument("--eval-episodes", type=int, default=None, help="episodes of the final deterministic evaluation")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any other config key, dotted for nested ones (YAML value), e.g. dqn.learning_starts=1000")
-    p.add_argument("--out", default=None, help="run directory (default runs/dqn/<env>_d<dim>_s<seed>_<time>)")
+    p.add_argument("--out", default=None, help="run directory (default runs/<env>__dqn__d<dim>__s<seed>__<time>)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def parse_sets(items: list[str]) -> dict:
@@ -45,6 +45,7 @@ def parse_sets(items: list[str]) -> dict:
 
 
 def run(args) -> int:
+    from rlsub.rundir import default_run_dir
     from rlsub.trainers import get_trainer
 
     trainer = get_trainer("dqn")
@@ -53,10 +54,9 @@ def run(args) -> int:
                  eval_episodes=args.eval_episodes)
     overrides.update({k: v for k, v in flags.items() if v is not None})
     config = trainer.resolve(args.config, overrides)
-    out = args.out or (f"runs/dqn/{config['env'].replace('/', '-')}_d{config['dim']}_s{config['seed']}_"
-                       f"{time.strftime('%Y%m%d-%H%M%S')}")
-    summary = trainer.train(config, Path(out))
-    print(json.dumps({k: summary[k] for k in ("task", "D", "d", "projection", "seed", "value", "timesteps",
-                                              "wall_time_s")}))
-    print(f"run directory: {out}")
+    out = Path(args.out) if args.out else default_run_dir(config["env"], "dqn", config["dim"], config["seed"])
+    summary = trainer.train(config, out, quiet=args.quiet)
+    print(f"{summary['task']}: d={summary['dim']} seed={summary['seed']} eval return {summary['value']:.2f} "
+          f"+- {summary['value_std']:.2f} after {summary['timesteps']} timesteps, {summary['wall_time_s']:.1f} s "
+          f"-> {out}")
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import traceback
 
+from rlsub.commands import PROJECTION_CHOICES
 from rlsub.errors import UserError
 
 HELP = "train a policy with Evolution Strategies in a random subspace (MPI-parallel)"
@@ -13,7 +14,7 @@ HELP = "train a policy with Evolution Strategies in a random subspace (MPI-paral
 def add_arguments(p) -> None:
     p.add_argument("--config", help="YAML config (configs/es/*.yaml); keys as in rlsub.es.trainer.DEFAULTS")
     p.add_argument("--dim", help="subspace dimension d, or 'full' for the full-space baseline")
-    p.add_argument("--projection", choices=["dense", "sparse", "fastfood", "auto"])
+    p.add_argument("--projection", choices=PROJECTION_CHOICES)
     p.add_argument("--seed", type=int)
     p.add_argument("--generations", type=int)
     p.add_argument("--pairs", type=int, help="mirrored pairs per generation")

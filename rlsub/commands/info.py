@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import json
 
+from rlsub.commands import PROJECTION_CHOICES
 from rlsub.config import ConfigError
-from rlsub.models import MODELS, build_model, num_params
-from rlsub.projections import make_projection
 
 HELP = "print D for a model and the size of its projection at a given d"
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--model", default="mlp", choices=sorted(MODELS), help="registry model name")
+    p.add_argument("--model", default="mlp", help="registry model name (mlp, lenet, pong_conv)")
     p.add_argument("--kwargs", default="{}", help='model keyword arguments as JSON, e.g. \'{"in_dim": 4, "out_dim": 2}\'')
     p.add_argument("--dim", type=int, default=None, help="subspace dimension d (optional)")
-    p.add_argument("--projection", default="auto", help="dense, sparse, fastfood or auto")
+    p.add_argument("--projection", default="auto", choices=PROJECTION_CHOICES)
     p.add_argument("--seed", type=int, default=0)
 
 
 def run(args) -> int:
+    from rlsub.models import MODELS, build_model, num_params
+    from rlsub.projections import make_projection
+
+    if args.model not in MODELS:
+        raise ConfigError(f"unknown model {args.model!r}; choose one of {sorted(MODELS)}")
     try:
         kwargs = json.loads(args.kwargs)
     except json.JSONDecodeError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rlsub.commands import PROJECTION_CHOICES
 from rlsub.errors import UserError
 
 HELP = "train an image classifier (MNIST, CIFAR-10) in a random subspace, or in full space"
@@ -11,7 +12,7 @@ def add_arguments(p) -> None:
     p.add_argument("--config", help="YAML config (configs/supervised/*.yaml); keys as in "
                    "rlsub.supervised.trainer.DEFAULTS")
     p.add_argument("--dim", help="subspace dimension d, or 'full' for the full-space baseline")
-    p.add_argument("--projection", choices=["dense", "sparse", "fastfood", "auto"])
+    p.add_argument("--projection", choices=PROJECTION_CHOICES)
     p.add_argument("--seed", type=int, help="seed of theta_0, P, the batch order and the data variants")
     p.add_argument("--epochs", type=int)
     p.add_argument("--subset", type=int, help="train on N examples drawn from the training set")

@@ -22,6 +22,7 @@ import torch
 
 from rlsub.config import ConfigError, load_yaml, merge
 from rlsub.es.envs import register_ale
+from rlsub.loading import save_fingerprint
 from rlsub.rundir import RunDir
 from rlsub.trainers import parse_dim
 
@@ -210,8 +211,8 @@ def _metrics_callback(run: RunDir, config: dict, eval_env, started: float):
     return MetricsRows()
 
 
-def train(config: dict, out_dir: Path, resume: bool = False) -> dict:
-    """Train, evaluate and write the run directory; returns the summary."""
+def train(config: dict, out_dir: Path, resume: bool = False, quiet: bool = False) -> dict:
+    """Train, evaluate and write the run directory; returns the summary. ``quiet``: no progress bar."""
     from stable_baselines3.common.logger import configure
 
     if resume:
@@ -228,7 +229,12 @@ def train(config: dict, out_dir: Path, resume: bool = False) -> dict:
     q = model.policy.q_net
     started = time.time()
     callback = _metrics_callback(run, config, eval_env, started)
-    model.learn(total_timesteps=config["timesteps"], callback=callback)
+    callbacks = [callback]
+    if not quiet:
+        from rlsub.dqn.callbacks import ProgressBar
+
+        callbacks.append(ProgressBar(config["timesteps"]))
+    model.learn(total_timesteps=config["timesteps"], callback=callbacks)
     train_time = time.time() - started
     selected_at = model.num_timesteps
     if config["select"] == "best" and callback.best[2] is not None:
@@ -252,6 +258,7 @@ def train(config: dict, out_dir: Path, resume: bool = False) -> dict:
              "wall_time_s": round(time.time() - started, 3)})
     if q.subspace:
         run.save_theta(q.q_net.get_flat())
+        save_fingerprint(run.path, q.q_net)  # lets rlsub eval refuse a differently rebuilt theta_0 / P
     else:
         run.save_theta(torch.nn.utils.parameters_to_vector(q.q_net.parameters()).detach().numpy(), "theta_D.npy")
     model_bytes = None

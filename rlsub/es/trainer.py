@@ -37,7 +37,8 @@ from rlsub.es.core import ObsStats, episode_seed
 from rlsub.es.envs import EnvClock, make_env, metric_min
 from rlsub.es.optimizers import OPTIMIZERS, make_optimizer
 from rlsub.es.policy import Actor, reference_batch, rollout
-from rlsub.rundir import RunDir
+from rlsub.loading import save_fingerprint
+from rlsub.rundir import RunDir, default_run_dir
 from rlsub.subspace import SubspaceModel, atomic_save_npy, atomic_write
 from rlsub.trainers import build_network, parse_dim
 
@@ -132,9 +133,7 @@ def build_policy(config: dict, env) -> tuple[SubspaceModel, int]:
 
 
 def _default_out(config: dict) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    task = str(config["task"]).replace("/", "-")
-    return Path("runs") / f"{task}__es__d{config['dim']}__s{config['seed']}__{stamp}"
+    return default_run_dir(config["task"], "es", config["dim"], config["seed"])
 
 
 def train(config: dict, out_dir: str | Path | None = None, resume: bool = False, quiet: bool = False,
@@ -284,6 +283,7 @@ def train(config: dict, out_dir: str | Path | None = None, resume: bool = False,
                "generations": generation + 1, "wall_time_s": wall, "n_ranks": size}
     if rank == 0:
         atomic_save_npy(out / "theta_d.npy", x.astype(np.float32))
+        save_fingerprint(out, model)  # lets rlsub eval refuse a differently rebuilt theta_0 / P
         if obs_stats is not None:  # part of the model: the policy sees normalised observations
             atomic_write(out / "obs_norm.npz", partial(np.savez, **obs_stats.state()))
         run.write_summary(summary)

@@ -29,8 +29,9 @@ from tqdm import tqdm
 
 from rlsub.config import ConfigError, load_yaml, merge
 from rlsub.errors import UserError
+from rlsub.loading import save_fingerprint
 from rlsub.models import MODELS
-from rlsub.rundir import RunDir
+from rlsub.rundir import RunDir, default_run_dir
 from rlsub.subspace import SubspaceModel, atomic_write
 from rlsub.supervised.data import ImageData, data_root, load_dataset
 from rlsub.trainers import build_network, parse_dim
@@ -96,8 +97,7 @@ def _positive_int(config: dict, key: str) -> None:
 
 
 def default_out(config: dict) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{config['task']}__supervised__d{config['dim']}__s{config['seed']}__{stamp}"
+    return default_run_dir(config["task"], "supervised", config["dim"], config["seed"])
 
 
 def load_data(config: dict) -> ImageData:
@@ -268,5 +268,6 @@ def train(config: dict, out_dir: str | Path | None = None, resume: bool = False,
         run.save_theta(nn.utils.parameters_to_vector(net.parameters()).detach().numpy(), "theta_D.npy")
     else:
         run.save_theta(net.get_flat())
+        save_fingerprint(run.path, net)  # lets rlsub eval refuse a differently rebuilt theta_0 / P
     run.write_summary(summary)
     return summary
