@@ -327,3 +327,24 @@ def test_mpi_cma_es_gives_the_same_theta_d_for_1_2_and_3_ranks(tmp_path):
         assert proc.returncode == 0, proc.stderr
     runs = [np.load(tmp_path / f"n{n}" / "theta_d.npy") for n in (1, 2, 3)]
     assert np.abs(runs[0]).sum() > 0 and all(np.array_equal(runs[0], r) for r in runs[1:])
+
+
+def test_openai_es_update_in_chunks_matches_the_formula(monkeypatch):
+    """Large populations sum their noise chunk by chunk: the same estimate as the one-matrix formula
+    sum (w+ - w-) eps / (2 n), computed here independently."""
+    from rlsub.es import optimizers
+
+    rng = np.random.default_rng(0)
+    returns = rng.standard_normal((37, 2))
+    expect = None
+    for chunk_bytes in (10**9, 4 * 5 * 11):  # one matrix; chunks of 11 pairs (5 numbers each)
+        monkeypatch.setattr(optimizers, "NOISE_CHUNK_BYTES", chunk_bytes)
+        opt = optimizers.OpenAIES(5, {"seed": 3, "sigma": 0.1, "l2": 0.0, "pairs": 37, "lr": 0.01})
+        opt.tell(4, returns)
+        if expect is None:
+            ranks = centered_ranks(returns)
+            eps = np.stack([perturbation(3, 4, i, 5) for i in range(37)]).astype(np.float64)
+            g = ((ranks[:, 0] - ranks[:, 1]) @ eps) / (2 * 37)
+            # Adam's first step: lr sqrt(1 - b2) / (1 - b1) m / (sqrt(v) + eps) = lr g / (|g| + eps / sqrt(1 - b2))
+            expect = 0.01 * g / (np.abs(g) + 1e-8 / np.sqrt(0.001))
+        np.testing.assert_allclose(opt.x, expect, rtol=1e-6)

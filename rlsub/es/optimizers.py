@@ -34,6 +34,9 @@ from rlsub.es.core import Adam, centered_ranks, mirrored_gradient, perturbation
 Candidate = tuple[np.ndarray, int, int]
 Project = Callable[[np.ndarray], np.ndarray]  # x [n] -> P x [D], float32
 
+#: OpenAI-ES regenerates at most this many bytes of noise at once in its update (larger populations
+#: are summed chunk by chunk, in the same order on every rank)
+NOISE_CHUNK_BYTES = 512 * 1024**2
 #: a full covariance matrix above this many bytes is refused (pycma keeps C, B and more: ~3 n^2 floats)
 CMA_MAX_COVARIANCE_BYTES = 2 * 1024**3
 
@@ -65,9 +68,19 @@ class OpenAIES:
     def tell(self, generation: int, returns: np.ndarray) -> None:
         """returns: [pairs, 2] (x + sigma eps_i, x - sigma eps_i) in pair order."""
         shaped = centered_ranks(returns)
-        eps = np.stack([perturbation(self.seed, generation, i, self.n) for i in range(len(returns))])
-        # the reference code's scale: sum (w+ - w-) eps / (2 n), i.e. without the 1 / sigma
-        grad = mirrored_gradient(eps, shaped[:, 0], shaped[:, 1], self.sigma) * self.sigma
+        n_pairs = len(returns)
+        chunk = max(1, NOISE_CHUNK_BYTES // (4 * self.n))
+        if n_pairs <= chunk:
+            eps = np.stack([perturbation(self.seed, generation, i, self.n) for i in range(n_pairs)])
+            # the reference code's scale: sum (w+ - w-) eps / (2 n), i.e. without the 1 / sigma
+            grad = mirrored_gradient(eps, shaped[:, 0], shaped[:, 1], self.sigma) * self.sigma
+        else:  # populations whose noise would not fit in memory at once (10,000 pairs in full space)
+            weights = shaped[:, 0] - shaped[:, 1]
+            grad = np.zeros(self.n)
+            for a in range(0, n_pairs, chunk):
+                eps = np.stack([perturbation(self.seed, generation, i, self.n) for i in range(a, min(a + chunk, n_pairs))])
+                grad += weights[a:a + chunk] @ eps.astype(np.float64)
+            grad /= 2 * n_pairs
         self.x = self.x + self.adam.step(grad - self.l2 * self.x)
 
     def metrics(self) -> dict:

@@ -1,0 +1,138 @@
+"""What the masterless ES design costs per generation at OpenAI's Humanoid scale, without environments.
+
+Run: mpirun -n 2 .venv/bin/python scripts/es_scale_sim.py [--pairs 10000] [--ranks 1000 1440]
+Appends (replaces) the section "Scale simulation" of results/benchmarks/es.md and writes
+results/benchmarks/es_scale.json.
+
+Measured here, on the ranks this machine has, with synthetic returns (seeded) in place of episodes:
+- bytes all-gathered per generation (each rank's rows of pair index, two returns, two lengths, plus
+  the pair's observation sums for Humanoid's 376 observations), as the trainer sends them;
+- the time of the update every rank computes (``rlsub.es.optimizers.OpenAIES.tell``: centered
+  ranks over 2 x pairs returns, regenerating every pair's noise, Adam), for d = 700 (the paper's
+  Humanoid d_int90) and for the full space (D = 166,673);
+- the all-gather's time between these ranks.
+Modelled for R ranks (stated assumptions, not measurements): the all-gather by recursive doubling,
+log2(R) latencies alpha plus (R - 1) / R of the gathered bytes at bandwidth beta (alpha = 30 us,
+beta = 1.25 GB/s, i.e. 10 Gb Ethernet); the generation's episodes, 2 x pairs episodes of L steps at
+the measured cost of one Humanoid-v4 step with the policy (``--step-ms``, from this machine's
+training runs), spread over R ranks. Overhead = (update + all-gather) / (episodes + update +
+all-gather).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from rlsub.es.optimizers import OpenAIES
+from rlsub.rundir import git_commit, machine, write_json
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "results" / "benchmarks"
+OBS = 376  # Humanoid-v4 observation entries
+ALPHA, BETA = 30e-6, 1.25e9
+
+
+def main() -> None:
+    from mpi4py import MPI
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--pairs", type=int, default=10_000)
+    p.add_argument("--ranks", type=int, nargs="+", default=[1000, 1440])
+    p.add_argument("--dims", type=int, nargs="+", default=[700, 166_673])
+    p.add_argument("--step-ms", type=float, default=0.8,
+                   help="one Humanoid step with the policy, ms (ES training runs here: 1,100-1,400 steps/s per rank)")
+    p.add_argument("--lengths", type=int, nargs="+", default=[100, 1000], help="mean episode lengths modelled")
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args()
+    comm = MPI.COMM_WORLD
+    rank, size = comm.Get_rank(), comm.Get_size()
+    rng = np.random.default_rng(0)
+    returns = rng.standard_normal((args.pairs, 2)) * 100 + 300
+    lengths = rng.integers(50, 1000, size=(args.pairs, 2))
+    mine = range(rank, args.pairs, size)
+    rows = np.array([[i, *returns[i, :1], lengths[i, 0], returns[i, 1], lengths[i, 1]] for i in mine], dtype=np.float64)
+    obs = rng.standard_normal((len(rows), 2 * OBS + 1))
+    gather_s = []
+    for _ in range(args.repeats):
+        comm.Barrier()
+        t = time.perf_counter()
+        gathered = comm.allgather((rows, obs))
+        gather_s.append(time.perf_counter() - t)
+    nbytes = sum(r.nbytes + o.nbytes for r, o in gathered)
+    rows_bytes = sum(r.nbytes for r, _ in gathered)
+    update = {}
+    for n in args.dims:
+        opt = OpenAIES(n, {"seed": 0, "sigma": 0.02, "l2": 0.005, "pairs": args.pairs, "lr": 0.01})
+        times = []
+        for g in range(args.repeats if n < 10_000 else 1):
+            t = time.perf_counter()
+            opt.tell(g, returns)
+            times.append(time.perf_counter() - t)
+        update[n] = float(np.median(times))
+    if rank != 0:
+        return
+    model = []
+    for R in args.ranks:
+        comm_s = math.log2(R) * ALPHA + (R - 1) / R * nbytes / BETA
+        for n in args.dims:
+            for L in args.lengths:
+                episodes_s = 2 * args.pairs * L * args.step_ms / 1e3 / R
+                over = (update[n] + comm_s) / (episodes_s + update[n] + comm_s)
+                model.append({"ranks": R, "n": n, "episode_length": L, "episodes_s": episodes_s, "update_s": update[n],
+                              "allgather_s": comm_s, "overhead_frac": over})
+    result = {"pairs": args.pairs, "measured_ranks": size, "allgather_bytes": nbytes, "rows_bytes": rows_bytes,
+              "obs_bytes": nbytes - rows_bytes, "allgather_s_measured": float(np.median(gather_s)),
+              "update_s": {str(k): v for k, v in update.items()}, "alpha_s": ALPHA, "beta_bytes_per_s": BETA,
+              "step_ms": args.step_ms, "model": model, "git_commit": git_commit(), "machine": machine(),
+              "date": time.strftime("%Y-%m-%d %H:%M"), "command": f"mpirun -n {size} python scripts/es_scale_sim.py"}
+    write_json(OUT / "es_scale.json", result)
+    _write_markdown(result)
+    print(_section(result))
+
+
+def _section(r: dict) -> str:
+    lines = [
+        "## Scale simulation (issue: overhead at OpenAI's Humanoid scale)",
+        "",
+        f"Command: `{r['command']}` ({r['date']}, commit {r['git_commit']}, {platform.node()}, "
+        f"{r['machine']['cpus']} CPUs). Synthetic returns, no environments; see the script's docstring for what is "
+        "measured and what is modelled.",
+        "",
+        f"- {r['pairs']:,} mirrored pairs: {r['allgather_bytes'] / 1e6:.1f} MB all-gathered per generation "
+        f"({r['rows_bytes'] / 1e6:.2f} MB of pair rows = 40 bytes a pair, {r['obs_bytes'] / 1e6:.1f} MB of observation sums "
+        f"= {(2 * OBS + 1) * 8:,} bytes a pair); measured between {r['measured_ranks']} ranks here: "
+        f"{r['allgather_s_measured'] * 1e3:.1f} ms.",
+        "- the update every rank computes (measured here, median): "
+        + "; ".join(f"n = {int(k):,}: {v:.3f} s" for k, v in r["update_s"].items()) + ".",
+        f"- modelled all-gather: log2(R) x {r['alpha_s'] * 1e6:.0f} us + gathered bytes at {r['beta_bytes_per_s'] / 1e9:.2f} GB/s; "
+        f"episodes: 2 x pairs x L steps x {r['step_ms']} ms / R.",
+        "",
+        "| ranks R | n (d or D) | episode length L | episodes s | update s | all-gather s | overhead |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for m in r["model"]:
+        lines.append(f"| {m['ranks']:,} | {m['n']:,} | {m['episode_length']:,} | {m['episodes_s']:.2f} | "
+                     f"{m['update_s']:.3f} | {m['allgather_s']:.3f} | {m['overhead_frac']:.1%} |")
+    return "\n".join(lines) + "\n"
+
+
+def _write_markdown(r: dict) -> None:
+    from rlsub.rundir import atomic_write_text
+
+    path = OUT / "es.md"
+    text = path.read_text() if path.exists() else ""
+    marker = "## Scale simulation"
+    if marker in text:
+        text = text[: text.index(marker)].rstrip() + "\n\n"
+    atomic_write_text(path, text + _section(r))
+
+
+if __name__ == "__main__":
+    main()
