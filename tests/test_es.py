@@ -171,8 +171,9 @@ def test_full_space_baseline_uses_identity_projection(tmp_path):
 
 def test_bytes_communicated_grow_with_population_not_d(tmp_path):
     def comm_bytes(**kw):
-        trainer.train(cartpole(generations=1, **kw), tmp_path / "x", quiet=True)
-        return json.loads((tmp_path / "x" / "metrics.jsonl").read_text().splitlines()[-1])["comm_bytes"]
+        out = tmp_path / "_".join(f"{k}{v}" for k, v in kw.items())
+        trainer.train(cartpole(generations=1, **kw), out, quiet=True)
+        return json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["comm_bytes"]
 
     b4 = comm_bytes(dim=4, pairs=6)
     assert comm_bytes(dim=100, pairs=6) == b4

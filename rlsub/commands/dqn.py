@@ -6,9 +6,7 @@ import json
 import time
 from pathlib import Path
 
-import yaml
-
-from rlsub.config import ConfigError, parse_yaml
+from rlsub.config import parse_sets
 
 HELP = "train DQN (stable-baselines3) with the Q-network in a random subspace of dimension --dim"
 
@@ -23,25 +21,6 @@ def add_arguments(p) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any other config key, dotted for nested ones (YAML value), e.g. dqn.learning_starts=1000")
     p.add_argument("--out", default=None, help="run directory (default runs/dqn/<env>_d<dim>_s<seed>_<time>)")
-
-
-def parse_sets(items: list[str]) -> dict:
-    """``["dqn.learning_starts=1000", ...]`` -> ``{"dqn": {"learning_starts": 1000}}``."""
-    out: dict = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
-        try:
-            value = parse_yaml(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"--set {key}: not a YAML value ({exc})") from None
-        *path, last = key.split(".")
-        node = out
-        for part in path:
-            node = node.setdefault(part, {})
-        node[last] = value
-    return out
 
 
 def run(args) -> int:
