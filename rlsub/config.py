@@ -53,6 +53,22 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+class _Null:
+    """``--set key=null`` (and ``key: null`` in sweep overrides): set the key to None. A plain None
+    in overrides means "not given" in the trainer contract, so an explicit null travels as this."""
+
+    def __repr__(self) -> str:
+        return "None"
+
+
+NULL = _Null()
+
+
+def explicit_nulls(overrides: dict) -> dict:
+    """``overrides`` with each top-level None replaced by :data:`NULL` (set to None, not "not given")."""
+    return {k: NULL if v is None else v for k, v in overrides.items()}
+
+
 def merge(defaults: dict[str, Any], overrides: dict[str, Any], where: str = "config",
           schema: dict | None = None) -> dict[str, Any]:
     """defaults updated with overrides; nested dicts merge; an unknown key is an error. With a
@@ -63,6 +79,7 @@ def merge(defaults: dict[str, Any], overrides: dict[str, Any], where: str = "con
     for key, value in overrides.items():
         if key not in out:
             raise ConfigError(f"{where}: unknown key {key!r}; known keys: {', '.join(sorted(out))}")
+        value = None if value is NULL else value
         spec = schema.get(key) if schema else None
         if spec is not None and spec.kind == "mapping" and isinstance(out[key], dict) and isinstance(value, dict):
             out[key] = _merge_free(out[key], value)
@@ -147,7 +164,9 @@ class Spec:
 
 
 def _plural(what: str) -> str:
-    return what[3:] if what.startswith("an ") else what[2:] if what.startswith("a ") else what
+    """'a positive integer or null' -> 'positive integers or null' (after 'a list of')."""
+    what = what[3:] if what.startswith("an ") else what[2:] if what.startswith("a ") else what
+    return re.sub(r"\b(integer|number|string|mapping)\b", r"\1s", what, count=1)
 
 
 def _bounds(spec: Spec) -> str:
@@ -309,5 +328,5 @@ def parse_sets(items: list[str]) -> dict:
             if not isinstance(child, dict):
                 raise ConfigError(f"--set {key}: {part} was already set to a value")
             node = child
-        node[last] = value
+        node[last] = NULL if value is None and not path else value
     return out

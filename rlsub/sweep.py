@@ -27,7 +27,18 @@ from pathlib import Path
 
 import numpy as np
 
-from rlsub.config import ConfigError, Dim, Float, Int, List, Mapping, Section, Str, resolve_config
+from rlsub.config import (
+    ConfigError,
+    Dim,
+    Float,
+    Int,
+    List,
+    Mapping,
+    Section,
+    Str,
+    explicit_nulls,
+    resolve_config,
+)
 from rlsub.errors import UserError
 from rlsub.rundir import git_commit, machine, write_json
 from rlsub.subspace import atomic_write_text
@@ -98,9 +109,9 @@ def resolve(path: str | Path, results_root: str | Path = "results", overrides: d
 def _point_config(config: dict, dim, seed: int) -> dict:
     """The trainer config of one point (ConfigError for bad overrides)."""
     trainer = get_trainer(config["trainer"])
-    overrides = copy.deepcopy(config["overrides"])
+    overrides = explicit_nulls(copy.deepcopy(config["overrides"]))
     if dim == "full":
-        overrides.update(copy.deepcopy(config["baseline_overrides"]))
+        overrides.update(explicit_nulls(copy.deepcopy(config["baseline_overrides"])))
     overrides.update(dim=dim, seed=seed)
     try:
         return trainer.resolve(config["config"], overrides)

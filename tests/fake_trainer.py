@@ -22,6 +22,10 @@ def resolve(config_path, overrides):
     return merge(config, {k: v for k, v in overrides.items() if v is not None})
 
 
+def dimension(config):
+    return 1000
+
+
 def value(config):
     d = 1000 if config["dim"] == "full" else config["dim"]
     frac = min(1.0, d / config["knee"])

@@ -216,8 +216,8 @@ def build_model(config: dict, env):
     try:
         return DQN(policy, env, policy_kwargs=policy_kwargs, seed=config["seed"], verbose=0, device="cpu",
                    **config["dqn"])
-    except TypeError as exc:
-        raise ConfigError(f"bad dqn settings: {exc}") from None
+    except (TypeError, AssertionError) as exc:  # an unknown SB3 argument; a continuous action space
+        raise ConfigError(f"bad dqn settings for {config['env']}: {exc}") from None
 
 
 def evaluate(model, env, episodes: int) -> tuple[float, float]:

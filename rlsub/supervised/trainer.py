@@ -122,6 +122,17 @@ def dimension(config: dict) -> int:
     return build_network(config["model"], kwargs, config["seed"], "full")[1]
 
 
+def _read_checkpoint(path: Path) -> dict:
+    """The state saved after the last finished epoch (UserError if missing or damaged)."""
+    if not path.exists():
+        raise ConfigError(f"cannot resume: no checkpoint in {path.parent}")
+    try:
+        return torch.load(path, weights_only=True)
+    except Exception as exc:  # cut short by a kill or a full disk, or not a checkpoint
+        raise UserError(f"cannot resume: {path} is damaged ({type(exc).__name__}: "
+                        f"{' '.join(str(exc).split())[:200]}); restore it or start a new run") from None
+
+
 def default_out(config: dict) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return Path("runs") / f"{config['task']}__supervised__d{config['dim']}__s{config['seed']}__{stamp}"
@@ -210,8 +221,7 @@ def train(config: dict, out_dir: str | Path | None = None, resume: bool = False,
     out = Path(out_dir) if out_dir else default_out(config)
     ckpt_path = out / "checkpoint.pt"
     check_out_dir(out, resume)
-    if resume and not ckpt_path.exists():
-        raise ConfigError(f"cannot resume: no checkpoint in {out}")
+    state = _read_checkpoint(ckpt_path) if resume else None
     data = load_data(config)
     seed, dim = config["seed"], config["dim"]
     try:
@@ -228,7 +238,6 @@ def train(config: dict, out_dir: str | Path | None = None, resume: bool = False,
     start_epoch, elapsed_before = 0, 0.0
     if resume:
         try:
-            state = torch.load(ckpt_path, weights_only=True)
             net.load_state_dict(state["net"])
             optimizer.load_state_dict(state["optimizer"])
             order_gen.set_state(state["order_gen"])
