@@ -248,6 +248,8 @@ CASES = [
     ("compare-missing-folder", lambda t: ["compare-tasks", "--results", str(t / "nothing")], "not found"),
     ("compare-corrupt-summary", lambda t: (sweep_summary(t, "a", '{"sweep": "a", '),
                                            ["compare-tasks", "--results", str(t / "res")])[1], "a/summary.json is damaged"),
+    ("compare-out-under-file", lambda t: ["compare-tasks", "--results", str(write(t / "res" / "x", "")).rsplit("/", 1)[0],
+                                          "--out", str(write(t / "f", "x") / "REPORT.md")], "Not a directory"),
     ("compare-duplicate-sweeps", lambda t: (sweep_summary(t, "a", json.dumps({"sweep": "a", "paper_task": "mnist_fc"})),
                                             sweep_summary(t, "b", json.dumps({"sweep": "b", "paper_task": "mnist_fc"})),
                                             ["compare-tasks", "--results", str(t / "res")])[2], "two sweeps measure mnist_fc"),

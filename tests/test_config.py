@@ -3,6 +3,7 @@ path (YAML, flags, --set, sweep overrides, resume) is checked, and --set values 
 
 import json
 
+import numpy as np
 import pytest
 
 from rlsub import sweep
@@ -99,3 +100,32 @@ def test_resume_accepts_a_budget_change_only(tmp_path):
     for change in ({"seed": 3}, {"dim": 8}, {"sigma": 0.1}, {"cma": {"popsize": 8}}):
         with pytest.raises(ConfigError, match="keeps the settings it started with"):
             resume_config(es, tmp_path, change)
+
+
+def test_each_trainer_computes_D_without_training():
+    from rlsub import trainers
+
+    expected = {"es": 562, "dqn": 562, "supervised": 199_210}
+    for name, D in expected.items():
+        trainer = trainers.get_trainer(name)
+        assert trainer.dimension(trainer.resolve(CONFIGS[name], {})) == D
+
+
+def test_metric_min_is_derived_or_required_never_guessed():
+    from rlsub.es.envs import metric_min
+
+    assert metric_min("CartPole-v1") == 0.0 and metric_min("ALE/Pong-v5") == -21.0
+    assert metric_min("Acrobot-v1") == -500.0  # -1 per step, 500 steps
+    assert metric_min("Acrobot-v1", max_episode_steps=100) == -100.0
+    assert metric_min("MountainCar-v0") == -200.0
+    assert metric_min("Pendulum-v1") == pytest.approx(-200 * (np.pi**2 + 0.1 * 64 + 0.001 * 4))
+    assert metric_min("Pendulum-v1", configured=-5) == -5.0
+    for env in ("MountainCarContinuous-v0", "LunarLander-v3"):
+        with pytest.raises(ConfigError, match="set metric_min"):
+            metric_min(env)
+
+
+def test_dqn_without_metric_min_derives_it():
+    dqn = get_trainer("dqn")
+    config = dqn.resolve(CONFIGS["dqn"], parse_sets(["metric_min=null"]))
+    assert config["metric_min"] is None and dqn.run_metric_min(config) == 0.0
