@@ -3,6 +3,11 @@
 A trainer is a module listed in :data:`TRAINERS` that provides
 
 - ``DEFAULTS: dict``: every config key with its default (a config file may only set these keys);
+- ``SCHEMA: dict``: every key of DEFAULTS with its type and range (:class:`rlsub.config.Spec`),
+  checked on every path into a config (YAML, flags, ``--set``, sweep overrides, resume);
+- ``RESUMABLE: tuple`` (optional): the keys a ``--resume`` may change (the budget);
+- ``dimension(config) -> int`` (optional): D of the network, built without training, so that a
+  sweep can check every d <= D before it runs anything;
 - ``resolve(config_path: str | None, overrides: dict) -> dict``: the fully resolved config (YAML
   merged onto DEFAULTS, then the non-None ``overrides`` such as ``dim``, ``projection``, ``seed``
   and the budget), raising :class:`rlsub.config.ConfigError` on bad input;
