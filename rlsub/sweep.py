@@ -99,6 +99,11 @@ def resolve(path: str | Path, results_root: str | Path = "results", overrides: d
         raise ConfigError(f"{path}: 'full' is the baseline, not a grid point")
     config["dims"] = sorted(set(config["dims"]))
     config["baseline_seeds"] = config["baseline_seeds"] or config["seeds"]
+    from rlsub.paper import PAPER
+
+    if config["paper_task"] is not None and config["paper_task"] not in PAPER:
+        raise ConfigError(f"{path}: paper_task must be one of {', '.join(sorted(PAPER))} or null, "
+                          f"got {config['paper_task']!r}")
     a = config["adaptive"]
     if a["d_max"] is not None and a["d_max"] < a["d_min"]:
         raise ConfigError(f"{path}: adaptive.d_max ({a['d_max']}) is below adaptive.d_min ({a['d_min']})")
