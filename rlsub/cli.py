@@ -1,7 +1,8 @@
 """The ``rlsub`` command line. Each subcommand lives in its own module, listed in COMMANDS.
 
 A subcommand module provides ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``.
-Bad input (:class:`rlsub.errors.UserError`) ends in one line on stderr and exit status 2.
+Bad input (:class:`rlsub.errors.UserError`, and OSError such as a full disk or a read-only folder)
+ends in one line on stderr and exit status 2; so do argparse's own errors.
 """
 
 from __future__ import annotations
@@ -26,13 +27,32 @@ COMMANDS: dict[str, str] = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors in the house format: one line on stderr, exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
+
+
+def one_line(text) -> str:
+    """An error message on one line (YAML and library messages often span several)."""
+    return " ".join(str(text).split())
+
+
+def os_error_message(exc: OSError) -> str:
+    """'<file>: <reason>' for an OSError (disk full, read-only folder, a file where a folder should be)."""
+    where = exc.filename if exc.filename is not None else ""
+    reason = exc.strerror or str(exc)
+    return f"{where}: {reason}" if where else reason
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="rlsub",
         description="Measure the intrinsic dimension of learning problems by training in random subspaces.",
     )
     parser.add_argument("--version", action="version", version=f"rlsub {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, path in COMMANDS.items():
         module = importlib.import_module(path)
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
@@ -50,7 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except UserError as exc:
-        print(f"rlsub {args.command}: error: {exc}", file=sys.stderr)
+        print(f"rlsub {args.command}: error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # outputs: disk full, read-only folder, ... (atomic writes keep the old files)
+        print(f"rlsub {args.command}: error: {one_line(os_error_message(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"rlsub {args.command}: interrupted", file=sys.stderr)

@@ -11,22 +11,29 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from rlsub.errors import UserError
 from rlsub.paper import PAPER, REFERENCE_TASK, sweep_command
 from rlsub.subspace import atomic_write, atomic_write_text
 
 
 def load_sweeps(results: str | Path) -> dict[str, dict]:
     """Sweep summaries under ``results``, keyed by paper task (or sweep name when it has none)."""
+    results = Path(results)
+    if not results.is_dir():
+        raise UserError(f"results folder {results} not found (run a sweep first, or pass --results)")
     found: dict[str, dict] = {}
-    for path in sorted(Path(results).glob("*/summary.json")):
+    for path in sorted(results.glob("*/summary.json")):
         try:
             summary = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            continue
-        if "sweep" not in summary:
-            continue
+        except ValueError as exc:
+            raise UserError(f"{path} is damaged ({exc}); rerun `rlsub sweep` for it or move it away") from None
+        if not isinstance(summary, dict) or "sweep" not in summary:
+            continue  # a run collection (results/es/...), not a sweep
         summary["_path"] = str(path)
-        found[summary.get("paper_task") or summary["sweep"]] = summary
+        key = summary.get("paper_task") or summary["sweep"]
+        if key in found:
+            raise UserError(f"two sweeps measure {key}: {found[key]['_path']} and {path}; move one away")
+        found[key] = summary
     return found
 
 

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from rlsub.errors import UserError
 from rlsub.subspace import atomic_save_npy, atomic_write_text
 
 
@@ -98,6 +99,27 @@ def read_json(path: str | Path) -> dict:
 
 #: the first of these a metrics row holds is its TensorBoard step
 STEP_KEYS = ("timesteps", "epoch", "generation")
+
+
+def check_out_dir(path: str | Path, resume: bool = False) -> None:
+    """UserError unless ``path`` can hold a new run (or, with ``resume``, holds one): not a file, not
+    under a file, writable, and for a new run not holding a run already (which it would damage)."""
+    path = Path(path)
+    if resume:
+        if not path.is_dir():
+            raise UserError(f"cannot resume: {path} is not a run directory")
+    else:
+        if path.exists() and not path.is_dir():
+            raise UserError(f"{path} exists and is not a folder; choose another --out")
+        if any((path / name).exists() for name in ("config.json", "summary.json", "metrics.jsonl")):
+            raise UserError(f"{path} already holds a run; choose another --out (or --resume it)")
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"cannot create {path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write to {path}: {existing} is not writable")
 
 
 class RunDir:

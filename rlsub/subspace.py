@@ -186,6 +186,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> No
     try:
         write(tmp)
         os.replace(tmp, path)
+    except OSError as exc:  # name the file being written (the temporary's name would confuse)
+        if exc.filename is None or str(exc.filename) == str(tmp):
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 

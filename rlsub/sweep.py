@@ -15,6 +15,7 @@ of running a whole grid.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import json
 import math
@@ -27,10 +28,25 @@ from pathlib import Path
 import numpy as np
 
 from rlsub.analysis import analyse_sweep, budget_curve, budget_of
-from rlsub.config import ConfigError, load_yaml, merge
+from rlsub.config import (
+    Bool,
+    ConfigError,
+    Dim,
+    Float,
+    Int,
+    List,
+    Mapping,
+    Section,
+    Str,
+    check,
+    explicit_nulls,
+    merge,
+    resolve_config,
+)
+from rlsub.errors import UserError
 from rlsub.rundir import git_commit, machine, write_json
 from rlsub.subspace import atomic_write_text
-from rlsub.trainers import get_trainer, parse_dim
+from rlsub.trainers import get_trainer
 
 SWEEP_DEFAULTS: dict = {
     "name": None,  # defaults to the config file's stem
@@ -55,40 +71,114 @@ SWEEP_DEFAULTS: dict = {
                               # (e.g. the paper's "solved" test), beside the baseline-relative d_int90
 }
 
+CROSS_CHECK_SCHEMA = {"optimizer": Str(), "max_dim": Int(min=1), "below_threshold_only": Bool(),
+                      "overrides": Mapping()}
 CROSS_CHECK_DEFAULTS = {"optimizer": "cma_es", "max_dim": 16, "below_threshold_only": False, "overrides": {}}
 
 
-def resolve(path: str | Path, results_root: str | Path = "results") -> dict:
-    """The sweep config at ``path`` merged onto SWEEP_DEFAULTS and checked."""
-    config = merge(SWEEP_DEFAULTS, load_yaml(path), str(path))
+#: the type and range of every key of SWEEP_DEFAULTS (checked by rlsub.config.check)
+SWEEP_SCHEMA: dict = {
+    "name": Str(null=True),
+    "trainer": Str(),
+    "config": Str(null=True),
+    "overrides": Mapping(),
+    "baseline_overrides": Mapping(),
+    "dims": List(Dim()),
+    "seeds": List(Int(min=0), min_len=1),
+    "baseline_seeds": List(Int(min=0), min_len=1, null=True),
+    "threshold": Float(gt=0, max=1),
+    "mode": Str(choices=("grid", "adaptive")),
+    "adaptive": Section({"d_min": Int(min=1), "d_max": Int(min=1, null=True), "ratio": Float(gt=1),
+                         "max_dims": Int(min=2)}),
+    "paper_task": Str(null=True),
+    "bootstrap": Int(min=0),
+    "bootstrap_seed": Int(min=0),
+    "spread_points": Bool(),
+    "cross_check": Mapping(null=True),  # checked against CROSS_CHECK_SCHEMA
+    "fixed_criterion": Mapping(null=True),
+}
+
+
+def resolve(path: str | Path, results_root: str | Path = "results", overrides: dict | None = None) -> dict:
+    """The sweep config at ``path`` merged onto SWEEP_DEFAULTS, then ``overrides`` (``--set``), checked
+    against SWEEP_SCHEMA."""
+    try:
+        config = resolve_config(SWEEP_DEFAULTS, SWEEP_SCHEMA, path, overrides or {})
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}" if not str(exc).startswith(str(path)) else str(exc)) from None
     config["name"] = config["name"] or Path(path).stem
     get_trainer(config["trainer"])  # unknown trainer -> ConfigError
     if not config["config"] or not Path(config["config"]).is_file():
         raise ConfigError(f"{path}: 'config' must name the trainer's config file, got {config['config']!r}")
-    if config["mode"] not in ("grid", "adaptive"):
-        raise ConfigError(f"{path}: mode must be 'grid' or 'adaptive', got {config['mode']!r}")
     if config["mode"] == "grid" and not config["dims"]:
         raise ConfigError(f"{path}: a grid sweep needs a non-empty 'dims' list")
-    config["dims"] = sorted({parse_dim(d) for d in config["dims"]})
     if "full" in config["dims"]:
         raise ConfigError(f"{path}: 'full' is the baseline, not a grid point")
-    if not config["seeds"]:
-        raise ConfigError(f"{path}: 'seeds' must not be empty")
+    config["dims"] = sorted(set(config["dims"]))
     config["baseline_seeds"] = config["baseline_seeds"] or config["seeds"]
-    if not 0 < config["threshold"] <= 1:
-        raise ConfigError(f"{path}: threshold must be in (0, 1], got {config['threshold']}")
     if config["cross_check"] is not None:
         if config["trainer"] != "es":
             raise ConfigError(f"{path}: cross_check re-runs ES points with another optimizer; trainer is "
                               f"{config['trainer']!r}")
-        config["cross_check"] = merge(CROSS_CHECK_DEFAULTS, config["cross_check"], f"{path}: cross_check")
+        config["cross_check"] = check(merge(CROSS_CHECK_DEFAULTS, config["cross_check"], f"{path}: cross_check"),
+                                      CROSS_CHECK_SCHEMA, f"{path}: cross_check")
     fixed = config["fixed_criterion"]
     if fixed is not None and (not isinstance(fixed, dict) or set(fixed) - {"key", "threshold", "label"}
                               or not isinstance(fixed.get("key"), str)
                               or not isinstance(fixed.get("threshold"), (int, float))):
         raise ConfigError(f"{path}: fixed_criterion needs key (a summary key) and threshold (a number), got {fixed!r}")
+    from rlsub.paper import PAPER
+
+    if config["paper_task"] is not None and config["paper_task"] not in PAPER:
+        raise ConfigError(f"{path}: paper_task must be one of {', '.join(sorted(PAPER))} or null, "
+                          f"got {config['paper_task']!r}")
+    a = config["adaptive"]
+    if a["d_max"] is not None and a["d_max"] < a["d_min"]:
+        raise ConfigError(f"{path}: adaptive.d_max ({a['d_max']}) is below adaptive.d_min ({a['d_min']})")
     config["results"] = str(Path(results_root) / config["name"])
     return config
+
+
+def _point_config(config: dict, dim, seed: int, optimizer: str | None = None) -> dict:
+    """The trainer config of one point (ConfigError for bad overrides); ``optimizer`` for a
+    cross-check point."""
+    trainer = get_trainer(config["trainer"])
+    overrides = explicit_nulls(copy.deepcopy(config["overrides"]))
+    if dim == "full":
+        overrides.update(explicit_nulls(copy.deepcopy(config["baseline_overrides"])))
+    if optimizer:
+        overrides.update(explicit_nulls(copy.deepcopy(config["cross_check"]["overrides"])), optimizer=optimizer)
+    overrides.update(dim=dim, seed=seed)
+    try:
+        return trainer.resolve(config["config"], overrides)
+    except ConfigError as exc:
+        what = f" optimizer={optimizer}" if optimizer else ""
+        raise ConfigError(f"sweep {config['name']}, point d={dim} seed={seed}{what}: {exc}") from None
+
+
+def check_plan(config: dict) -> int | None:
+    """Before anything runs: every point's config resolves, and every d of the grid (and the
+    adaptive range) is at most D, which the trainer computes by building the network (no training).
+    Returns D (None for a trainer that cannot tell)."""
+    dims = list(config["dims"]) if config["mode"] == "grid" else [config["adaptive"]["d_min"]]
+    if config["mode"] == "adaptive" and config["adaptive"]["d_max"]:
+        dims.append(config["adaptive"]["d_max"])
+    for seed in config["baseline_seeds"]:
+        base = _point_config(config, "full", seed)
+    for d in dims:
+        for seed in config["seeds"]:
+            _point_config(config, d, seed)
+            if config["cross_check"] and d <= config["cross_check"]["max_dim"]:
+                _point_config(config, d, seed, config["cross_check"]["optimizer"])
+    dimension = getattr(get_trainer(config["trainer"]), "dimension", None)
+    if dimension is None:
+        return None
+    D = int(dimension(base))
+    too_big = [d for d in dims if d > D]
+    if too_big:
+        what = "adaptive.d_max" if config["mode"] == "adaptive" else "dims"
+        raise ConfigError(f"sweep {config['name']}: {what} holds d = {too_big[0]}, above the network's D = {D}")
+    return D
 
 
 # --- running ----------------------------------------------------------------------------------
@@ -100,12 +190,26 @@ def point_name(dim, seed: int, optimizer: str | None = None) -> str:
 
 
 def _read_points(results: Path) -> list[dict]:
-    """Every finished point's summary, with its folder name (``point``) and budget (from its config)."""
+    """Every finished point's summary, with its folder name (``point``) and budget (from its config);
+    UserError naming the file for one that is damaged or that does not hold the point its folder is
+    named after (a copy, a duplicate)."""
     rows = []
     runs = results / "runs"
     if runs.is_dir():
         for summary in sorted(runs.glob("*/summary.json")):
-            row = json.loads(summary.read_text())
+            try:
+                row = json.loads(summary.read_text())
+                names = {point_name(row["dim"], row["seed"]), point_name(row["dim"], row["seed"], row.get("optimizer"))}
+                float(row["value"])
+            except (ValueError, KeyError, TypeError) as exc:
+                raise UserError(f"{summary} is damaged ({type(exc).__name__}: {exc}); move its folder away "
+                                f"to run the point again") from None
+            if summary.parent.name not in names:
+                raise UserError(f"{summary} holds the point {min(names)}, not {summary.parent.name} (a copied or "
+                                f"duplicate run?); move it away")
+            if row.get("metric_min") is None:
+                raise UserError(f"{summary} has no metric_min (the lowest possible value of its metric); "
+                                f"add it, or move its folder away to run the point again")
             config_path = summary.parent / "config.json"
             config = json.loads(config_path.read_text()) if config_path.exists() else {}
             rows.append({**row, "point": summary.parent.name, **budget_of(row, config)})
@@ -162,28 +266,21 @@ def write_outputs(config: dict, command: str) -> dict:
     return summary
 
 
-def _point_config(config: dict, dim, seed: int, optimizer: str | None) -> tuple:
-    """(trainer module, resolved trainer config) of one point."""
-    trainer = get_trainer(config["trainer"])
-    overrides = dict(config["overrides"])
-    if dim == "full":
-        overrides.update(config["baseline_overrides"])
-    if optimizer:
-        overrides.update(config["cross_check"]["overrides"], optimizer=optimizer)
-    overrides.update(dim=dim, seed=seed)
-    return trainer, trainer.resolve(config["config"], overrides)
-
-
 def _run_point(config: dict, point: tuple, quiet: bool, comm=None) -> dict:
     """Run (or skip, if finished) one point ``(dim, seed, optimizer or None)``; returns its summary.
-    ``comm``: the ranks that run it together (ES), or None for one process."""
+    ``comm``: the ranks that run it together (ES), or None for one process. A point stopped half-way
+    continues from its checkpoint (trainers that have one) if it ran the same config."""
     dim, seed, optimizer = point
-    trainer, tconfig = _point_config(config, dim, seed, optimizer)
+    trainer = get_trainer(config["trainer"])
+    tconfig = _point_config(config, dim, seed, optimizer)
     run_dir = Path(config["results"]) / "runs" / point_name(dim, seed, optimizer)
     done = run_dir / "summary.json"
     if done.exists():
         _check_same_config(run_dir, tconfig, getattr(trainer, "DEFAULTS", {}))
-        return json.loads(done.read_text())
+        try:
+            return json.loads(done.read_text())
+        except ValueError as exc:
+            raise UserError(f"{done} is damaged ({exc}); move its folder away to run the point again") from None
     rank0 = comm is None or comm.Get_rank() == 0
     checkpoint = getattr(trainer, "CHECKPOINT", None)
     resume = bool(checkpoint) and (run_dir / checkpoint).exists() and (run_dir / "config.json").exists()
@@ -213,7 +310,10 @@ def _check_same_config(run_dir: Path, tconfig: dict, defaults: dict) -> None:
     path = run_dir / "config.json"
     if not path.exists():
         return
-    recorded = json.loads(path.read_text())
+    try:
+        recorded = json.loads(path.read_text())
+    except ValueError as exc:
+        raise UserError(f"{path} is damaged ({exc}); move its folder away to run the point again") from None
     now = json.loads(json.dumps(tconfig))  # the same normalisation (tuples -> lists) as the file
     changed = sorted(k for k in now if k in recorded and recorded[k] != now[k])
     changed += sorted(k for k in now if k not in recorded
@@ -259,6 +359,10 @@ def run_sweep(config: dict, command: str = "", quiet: bool = False) -> dict:
     comm = _comm_or_none()
     rank, size = (comm.Get_rank(), comm.Get_size()) if comm is not None else (0, 1)
     results = Path(config["results"])
+    check_plan(config)  # bad overrides or d > D end the sweep before anything runs or is written
+    if rank == 0:
+        check_results_dir(results)
+        _read_points(results)  # a damaged point summary is reported before anything runs
     results.mkdir(parents=True, exist_ok=True)
     if rank == 0:
         write_json(results / "sweep_config.json", config)
@@ -298,6 +402,17 @@ def _cross_check_plan(config: dict, points: list[dict]) -> list[tuple]:
             continue
         plan.append((int(p["dim"]), p["seed"], cc["optimizer"]))
     return sorted(plan, key=lambda t: (t[0], t[1]))
+
+
+def check_results_dir(path: Path) -> None:
+    """UserError unless the sweep can write ``path``: not a file, not under a file, writable."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"cannot write the sweep's results to {path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write the sweep's results to {path}: {existing} is not writable")
 
 
 def _execute(config: dict, plan: list, comm, quiet: bool, command: str) -> None:

@@ -3,6 +3,11 @@
 A trainer is a module listed in :data:`TRAINERS` that provides
 
 - ``DEFAULTS: dict``: every config key with its default (a config file may only set these keys);
+- ``SCHEMA: dict``: every key of DEFAULTS with its type and range (:class:`rlsub.config.Spec`),
+  checked on every path into a config (YAML, flags, ``--set``, sweep overrides, resume);
+- ``RESUMABLE: tuple`` (optional): the keys a ``--resume`` may change (the budget);
+- ``dimension(config) -> int`` (optional): D of the network, built without training, so that a
+  sweep can check every d <= D before it runs anything;
 - ``resolve(config_path: str | None, overrides: dict) -> dict``: the fully resolved config (YAML
   merged onto DEFAULTS, then the non-None ``overrides`` such as ``dim``, ``projection``, ``seed``
   and the budget), raising :class:`rlsub.config.ConfigError` on bad input;
@@ -24,7 +29,7 @@ from types import ModuleType
 
 from torch import nn
 
-from rlsub.config import ConfigError
+from rlsub.config import ConfigError, merge
 from rlsub.models import build_model, num_params
 from rlsub.rundir import read_json
 from rlsub.subspace import SubspaceModel
@@ -93,4 +98,26 @@ def load_run_config(run_dir: str | Path, defaults: dict) -> dict:
     path = Path(run_dir) / "config.json"
     if not path.exists():
         raise ConfigError(f"cannot resume: {path} not found")
-    return {k: v for k, v in read_json(path).items() if k in defaults}
+    try:
+        recorded = read_json(path)
+    except (ValueError, OSError) as exc:
+        raise ConfigError(f"cannot resume: {path} is damaged ({exc})") from None
+    if not isinstance(recorded, dict):
+        raise ConfigError(f"cannot resume: {path} is not a config record")
+    return {k: v for k, v in recorded.items() if k in defaults}
+
+
+def resume_config(trainer: ModuleType, run_dir: str | Path, overrides: dict) -> dict:
+    """The config to resume ``run_dir`` with: its record, then ``overrides`` (the non-None ones),
+    which may change only the trainer's ``RESUMABLE`` keys (its budget). Anything else (seed, dim,
+    a hyperparameter) would continue the run as another one under the same name: ConfigError."""
+    base = load_run_config(run_dir, trainer.DEFAULTS)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    recorded = trainer.resolve(None, base)
+    config = trainer.resolve(None, merge(base, given, "command line"))
+    changed = [k for k in given if config[k] != recorded[k] and k not in getattr(trainer, "RESUMABLE", ())]
+    if changed:
+        diffs = ", ".join(f"{k} {recorded[k]!r} -> {config[k]!r}" for k in changed)
+        raise ConfigError(f"cannot resume {run_dir} with other settings ({diffs}): a run keeps the settings it "
+                          f"started with; start a new run with --out instead")
+    return config

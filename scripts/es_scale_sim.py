@@ -22,7 +22,6 @@ all-gather).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import platform
 import time

@@ -197,7 +197,7 @@ def test_select_best_keeps_the_model_of_the_best_periodic_evaluation(tmp_path):
 
 
 def test_select_and_solved_settings_are_checked():
-    with pytest.raises(trainer.ConfigError, match="select must be one of"):
+    with pytest.raises(trainer.ConfigError, match="select must be one of 'best', 'final'"):
         trainer.resolve(None, {"select": "last"})
     with pytest.raises(trainer.ConfigError, match="needs periodic evaluations"):
         trainer.resolve(None, {"select": "best", "eval_every": 0})

@@ -171,8 +171,9 @@ def test_full_space_baseline_uses_identity_projection(tmp_path):
 
 def test_bytes_communicated_grow_with_population_not_d(tmp_path):
     def comm_bytes(**kw):
-        trainer.train(cartpole(generations=1, **kw), tmp_path / "x", quiet=True)
-        return json.loads((tmp_path / "x" / "metrics.jsonl").read_text().splitlines()[-1])["comm_bytes"]
+        out = tmp_path / "_".join(f"{k}{v}" for k, v in kw.items())
+        trainer.train(cartpole(generations=1, **kw), out, quiet=True)
+        return json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["comm_bytes"]
 
     b4 = comm_bytes(dim=4, pairs=6)
     assert comm_bytes(dim=100, pairs=6) == b4
@@ -291,7 +292,7 @@ def test_cma_es_run_resumes_exactly_and_records_its_optimizer(tmp_path):
 
 
 @pytest.mark.parametrize("overrides,match", [
-    ({"optimizer": "adam"}, "unknown optimizer 'adam'"),
+    ({"optimizer": "adam"}, "optimizer must be one of 'cma_es', 'openai_es', got 'adam'"),
     ({"cma": {"popsize": "8"}}, "cma.popsize must be an integer"),
     ({"cma": {"popsize": 1}}, "cma.popsize must be an integer >= 2"),
     ({"cma": {"sigma0": -1}}, "cma.sigma0 must be a positive number"),

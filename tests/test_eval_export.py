@@ -15,7 +15,7 @@ from rlsub.es.core import episode_seed
 from rlsub.export import export_bytes, export_run
 
 ROOT = Path(__file__).resolve().parent.parent
-ES_D1 = ROOT / "results/cartpole_es/runs/d1_s0"  # eval returns vary per episode (mean 314)
+ES_D1 = ROOT / "results/cartpole_es/runs/d1_s0"  # its eval returns vary from episode to episode
 ES_FULL = ROOT / "results/cartpole_es/runs/dfull_s0"
 DQN_D25 = ROOT / "results/dqn/cartpole_d25_s0"
 DQN_FULL = ROOT / "results/dqn/cartpole_dfull_s0"  # mean 240.9 over 20 episodes of up to 500 steps
@@ -41,8 +41,8 @@ def test_es_eval_reproduces_the_recorded_episode_returns():
     gen = recorded["generations"] - 1
     assert run.episode_seeds(3, None) == [episode_seed(0, 1, gen, k) for k in range(3)]
     result = run.evaluate()
-    assert result["returns"] == recorded["eval_returns"]  # 277, 305, 341, ...: episode by episode
-    assert result["value"] == recorded["value"] == 314.0
+    assert result["returns"] == recorded["eval_returns"]  # episode by episode
+    assert result["value"] == recorded["value"] and len(set(recorded["eval_returns"])) > 1
     # other seeds give other episodes
     assert run.evaluate(episodes=3, seed=123)["returns"] != recorded["eval_returns"][:3]
 
@@ -53,7 +53,8 @@ def test_eval_cli_prints_the_result_beside_the_recorded_value(capsys):
     assert "mean return" in out and "over 2 episodes" in out and "recorded" not in out  # other episodes
     assert main(["eval", str(ES_D1), "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "mean return 314.00" in out and "(recorded 314.00)" in out
+    value = summary(ES_D1)["value"]
+    assert f"mean return {value:.2f}" in out and f"(recorded {value:.2f})" in out
 
 
 def test_export_round_trip_is_bit_identical_and_small(tmp_path, capsys):

@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from rlsub.projections import PROJECTIONS, FastfoodProjection, ProjectionError, make_projection
+from rlsub.hadamard import fwht, fwht_
+from rlsub.projections import (
+    PROJECTIONS,
+    FastfoodProjection,
+    Projection,
+    ProjectionError,
+    make_projection,
+    projection_rng,
+)
 
 KINDS = sorted(k for k in PROJECTIONS if k != "identity")
 
@@ -49,7 +57,7 @@ def test_no_global_rng_state_touched(kind):
 
 @pytest.mark.parametrize("kind,D,d", [(k, D, d) for k in KINDS for D, d in [(562, 4), (5000, 100), (40000, 300)]])
 def test_columns_unit_norm_and_nearly_orthogonal(kind, D, d):
-    P = make_projection(kind, D, d, seed=0).materialize().double()
+    P = make_projection(kind, D, d, seed=0)(torch.eye(d)).T.double()  # the forward pass, column by column
     norms = P.norm(dim=0)
     tol = 0.05 if kind == "fastfood" else 1e-5
     assert (norms - 1).abs().max().item() < tol
@@ -59,22 +67,170 @@ def test_columns_unit_norm_and_nearly_orthogonal(kind, D, d):
     assert off.abs().max().item() < 6 / np.sqrt(D) + (0.02 if kind == "sparse" else 0)
 
 
+# --- independent references -------------------------------------------------------------------
+#
+# Each projection is rebuilt here as an explicit float64 D x d matrix straight from its formula,
+# reading only the library's random draws (the same Generator, the same order of draws); the
+# products, the Hadamard matrices, padding, permutation, truncation and scaling are all built
+# here. The library's forward, transpose and gradient are compared with these matrices.
+
+
+def hadamard(n: int) -> np.ndarray:
+    """The unnormalised Walsh-Hadamard matrix of order n (Sylvester): H_2n = [[H, H], [H, -H]]."""
+    H = np.ones((1, 1))
+    while H.shape[0] < n:
+        H = np.kron(np.array([[1.0, 1.0], [1.0, -1.0]]), H)
+    assert H.shape == (n, n)
+    return H
+
+
+def unit_columns(P: np.ndarray) -> np.ndarray:
+    return P / np.linalg.norm(P, axis=0, keepdims=True)
+
+
+def reference_matrix(kind: str, D: int, d: int, seed: int, exact_norm_limit: int = 2**26) -> np.ndarray:
+    """P (D x d, float64) for ``make_projection(kind, D, d, seed)``, built independently."""
+    if kind == "identity":
+        return np.eye(D)
+    rng = projection_rng(kind, D, d, seed)
+    if kind == "dense":  # N(0, 1) entries, drawn as the rows of P^T, columns scaled to unit norm
+        return unit_columns(rng.standard_normal((d, D), dtype=np.float32).astype(np.float64).T)
+    if kind == "sparse":  # ceil(sqrt(D)) random-sign entries per column at random rows, summed
+        k = min(D, int(np.ceil(np.sqrt(D))))
+        rows = rng.integers(0, D, size=(d, k), dtype=np.int64)
+        signs = rng.integers(0, 2, size=(d, k), dtype=np.int8).astype(np.float64) * 2 - 1
+        P = np.zeros((D, d))
+        np.add.at(P, (rows, np.repeat(np.arange(d)[:, None], k, axis=1)), signs)
+        return unit_columns(P)
+    assert kind == "fastfood"  # V = H G Pi H B on LL = 2^ceil(log2 D), theta_d zero-padded to LL
+    LL = 1 << (D - 1).bit_length()
+    b = rng.integers(0, 2, size=d, dtype=np.int8).astype(np.float64) * 2 - 1
+    perm = rng.permutation(LL)
+    g = rng.standard_normal(LL, dtype=np.float32).astype(np.float64)
+    H = hadamard(LL)
+    B = np.zeros((LL, d))  # B, applied to theta_d padded with LL - d zeros
+    B[np.arange(d), np.arange(d)] = b
+    Pi = np.zeros((LL, LL))
+    Pi[np.arange(LL), perm] = 1.0  # (Pi u)_k = u[perm_k]
+    V = H @ (np.diag(g) @ (Pi @ (H @ B)))  # H G Pi H B, multiplied from the right (thin products)
+    P = V[:D] / (np.linalg.norm(g) * np.sqrt(D))  # the first D outputs; columns of norm ~1
+    return unit_columns(P) if d * LL <= exact_norm_limit else P
+
+
+def check_projection(proj, P: np.ndarray, seed: int = 0) -> None:
+    """AssertionError unless ``proj`` is the linear map ``P`` (D x d) in forward, transpose and
+    gradient, and spreads its columns over all D coordinates as a random projection must."""
+    D, d = P.shape
+    g = torch.Generator().manual_seed(seed + D + d)
+    x = torch.randn(4, d, generator=g, dtype=torch.float64)
+    y = torch.randn(4, D, generator=g, dtype=torch.float64)
+    xn, yn = x.numpy(), y.numpy()
+    tol = dict(rtol=2e-4, atol=2e-5)
+    np.testing.assert_allclose(proj(x.float()).double().numpy(), xn @ P.T, **tol, err_msg="forward P x")
+    np.testing.assert_allclose(proj.transpose(y.float()).double().numpy(), yn @ P, **tol, err_msg="P^T y")
+    xv = x[0].float().clone().requires_grad_(True)
+    (proj(xv).double() * y[0]).sum().backward()
+    np.testing.assert_allclose(xv.grad.double().numpy(), P.T @ yn[0], **tol, err_msg="gradient P^T g")
+    if proj.kind != "identity" and d <= D // 4:
+        # a random projection puts about d / D of each column's energy in any d coordinates
+        head = float((P[:d] ** 2).sum() / (P**2).sum())
+        assert head < 0.5, f"{head:.0%} of P's energy sits in its first d = {d} coordinates"
+
+
+FASTFOOD_SIZES = [(1, 1), (2, 1), (7, 3), (7, 7), (100, 99), (100, 100), (600, 33), (1000, 1), (1025, 1000),
+                  (1025, 1025), (1025, 5)]
+
+
+@pytest.mark.parametrize("kind,D,d", [("fastfood", D, d) for D, d in FASTFOOD_SIZES]
+                         + [(k, D, d) for k in ("dense", "sparse")
+                            for D, d in [(1, 1), (7, 3), (1000, 1000), (3000, 33), (5000, 1), (1025, 1000)]]
+                         + [("identity", 50, 50)])
+def test_matches_an_independent_construction(kind, D, d):
+    check_projection(make_projection(kind, D, d, seed=2), reference_matrix(kind, D, d, seed=2))
+
+
+@pytest.mark.parametrize("D,d", [(1025, 3), (1000, 64), (100, 99)])
+def test_fastfood_scale_without_exact_norms_matches_the_formula(D, d):
+    # ||G|| sqrt(D) is the whole normalisation when the columns are not rescaled one by one
+    proj = make_projection("fastfood", D, d, seed=5, exact_norm_limit=0)
+    assert not proj.exact_norms
+    check_projection(proj, reference_matrix("fastfood", D, d, seed=5, exact_norm_limit=0))
+
+
+def test_the_reference_hadamard_is_orthogonal_and_symmetric():
+    H = hadamard(16)
+    np.testing.assert_array_equal(H @ H.T, 16 * np.eye(16))
+    np.testing.assert_array_equal(H, H.T)
+    x = torch.randn(3, 16, generator=torch.Generator().manual_seed(0))
+    np.testing.assert_allclose(fwht(x).numpy(), x.numpy() @ H.T, rtol=1e-5, atol=1e-5)
+
+
+class _FirstCoordinates(Projection):
+    """Broken on purpose: trains only the first d coordinates (unit, orthogonal columns all the same)."""
+
+    kind = "dense"
+
+    def _map(self, x):
+        out = torch.zeros(x.shape[0], self.D)
+        out[:, : self.d] = x
+        return out
+
+    def _map_t(self, y):
+        return y[:, : self.d].clone()
+
+
+class _AdjointOffByLL(FastfoodProjection):
+    """Broken on purpose: the gradient is the adjoint divided by LL (a known pitfall of ports)."""
+
+    def _map_t(self, y):
+        return super()._map_t(y) / self.LL
+
+
+class _WrongPermutation(FastfoodProjection):
+    """Broken on purpose: the adjoint undoes the permutation the wrong way round (Pi, not Pi^T)."""
+
+    def _map_t(self, y):
+        n = y.shape[0]
+        q = torch.zeros(n, self.LL)
+        q[:, : self.D] = y
+        fwht_(q)
+        z = (q * self.G)[:, torch.argsort(self.gather_idx.long(), stable=True)][:, : self.m]
+        z = z.contiguous()
+        fwht_(z)
+        return z[:, : self.d] * self.col_scale
+
+
+@pytest.mark.parametrize("broken,kind,D,d", [
+    (lambda: _FirstCoordinates(1000, 20, 0), "dense", 1000, 20),
+    (lambda: _FirstCoordinates(1000, 20, 0), "fastfood", 1000, 20),
+    (lambda: _AdjointOffByLL(1000, 20, 0), "fastfood", 1000, 20),
+    (lambda: _AdjointOffByLL(7, 3, 0), "fastfood", 7, 3),
+    (lambda: _WrongPermutation(600, 33, 0), "fastfood", 600, 33),
+    (lambda: make_projection("fastfood", 1000, 20, seed=1), "fastfood", 1000, 20),  # another seed's P
+    (lambda: make_projection("fastfood", 1000, 20, seed=0, exact_norm_limit=0), "fastfood", 1000, 20),
+])
+def test_a_wrong_projection_fails_the_checks(broken, kind, D, d):
+    with pytest.raises(AssertionError):
+        check_projection(broken(), reference_matrix(kind, D, d, seed=0))
+
+
+def test_projection_trained_on_the_first_coordinates_fails_the_spread_check_alone():
+    # even against its own matrix (so forward, transpose and gradient agree), it is rejected
+    broken = _FirstCoordinates(1000, 20, 0)
+    with pytest.raises(AssertionError, match="first d = 20 coordinates"):
+        check_projection(broken, np.eye(1000, 20))
+
+
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("D,d", [(1, 1), (7, 3), (1000, 1000), (3000, 33), (5000, 1)])
-def test_exact_adjoint_and_gradient_any_D(kind, D, d):
-    g = torch.Generator().manual_seed(D + d)
-    proj = make_projection(kind, D, d, seed=2)
-    P = proj.materialize().double()
-    x = torch.randn(4, d, generator=g)
-    y = torch.randn(4, D, generator=g)
-    lhs = (proj(x).double() * y.double()).sum()
-    rhs = (x.double() * proj.transpose(y).double()).sum()
-    assert abs(lhs - rhs).item() <= 1e-4 * max(1.0, abs(lhs).item())
-    torch.testing.assert_close(proj(x).double(), x.double() @ P.T, rtol=1e-4, atol=1e-5)
-    xv = torch.randn(d, generator=g, requires_grad=True)
-    gout = torch.randn(D, generator=g)
-    (proj(xv) * gout).sum().backward()
-    torch.testing.assert_close(xv.grad.double(), P.T @ gout.double(), rtol=1e-4, atol=1e-5)
+def test_exact_adjoint_any_D(kind):
+    for D, d in [(1, 1), (7, 3), (3000, 33), (5000, 1)]:
+        g = torch.Generator().manual_seed(D + d)
+        proj = make_projection(kind, D, d, seed=2)
+        x = torch.randn(4, d, generator=g)
+        y = torch.randn(4, D, generator=g)
+        lhs = (proj(x).double() * y.double()).sum()
+        rhs = (x.double() * proj.transpose(y).double()).sum()
+        assert abs(lhs - rhs).item() <= 1e-4 * max(1.0, abs(lhs).item())
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -139,7 +295,9 @@ def test_fastfood_pong_scale_peak_memory_under_1GB():
         "p = make_projection('fastfood', 1_005_974, 6000, 0);"
         "x = torch.zeros(6000, requires_grad=True);"
         "[p(x).square().sum().backward() for _ in range(3)];"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        # VmHWM is this process's own peak; ru_maxrss would carry over the forking pytest's size
+        "print(next((l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')), None)"
+        " or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     peak_mb = int(out.split()[-1]) / 1024

@@ -222,7 +222,7 @@ def test_every_shipped_config_resolves(path):
 
 @needs_mnist
 def test_bad_model_settings_are_config_errors(tmp_path):
-    with pytest.raises(ConfigError, match="unknown model"):
+    with pytest.raises(ConfigError, match="model must be one of"):
         small_config(model="resnet")
     with pytest.raises(ConfigError, match="activation"):
         trainer.train(small_config(model_kwargs={"activation": "gelu"}), tmp_path / "x", quiet=True)

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
 from rlsub.commands import PROJECTION_CHOICES
-from rlsub.config import ConfigError, parse_yaml
+from rlsub.config import parse_sets
 
 HELP = "train DQN (stable-baselines3) with the Q-network in a random subspace of dimension --dim"
 
@@ -23,25 +21,6 @@ def add_arguments(p) -> None:
                    help="any other config key, dotted for nested ones (YAML value), e.g. dqn.learning_starts=1000")
     p.add_argument("--out", default=None, help="run directory (default runs/<env>__dqn__d<dim>__s<seed>__<time>)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def parse_sets(items: list[str]) -> dict:
-    """``["dqn.learning_starts=1000", ...]`` -> ``{"dqn": {"learning_starts": 1000}}``."""
-    out: dict = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
-        try:
-            value = parse_yaml(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"--set {key}: not a YAML value ({exc})") from None
-        *path, last = key.split(".")
-        node = out
-        for part in path:
-            node = node.setdefault(part, {})
-        node[last] = value
-    return out
 
 
 def run(args) -> int:

@@ -18,25 +18,28 @@ def add_arguments(p) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--generations", type=int)
     p.add_argument("--pairs", type=int, help="mirrored pairs per generation")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any config key, dotted for nested ones (YAML value), e.g. cma.popsize=16")
     p.add_argument("--out", help="run directory (default runs/<task>__es__d<dim>__s<seed>__<time>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
     p.add_argument("--quiet", action="store_true", help="no per-generation progress lines")
 
 
 def run(args) -> int:
+    from rlsub.config import parse_sets
     from rlsub.es import trainer
-    from rlsub.trainers import load_run_config
+    from rlsub.trainers import resume_config
 
     comm = trainer._comm()
     try:
-        overrides = {"dim": args.dim, "projection": args.projection, "seed": args.seed,
-                     "generations": args.generations, "pairs": args.pairs}
+        overrides = parse_sets(args.set)
+        flags = {"dim": args.dim, "projection": args.projection, "seed": args.seed,
+                 "generations": args.generations, "pairs": args.pairs}
+        overrides.update({k: v for k, v in flags.items() if v is not None})
         if args.resume:
             if args.config or args.out:
                 raise UserError("--resume takes its config and directory from RUN_DIR; drop --config/--out")
-            base = load_run_config(args.resume, trainer.DEFAULTS)
-            config = trainer.merge(base, {k: v for k, v in overrides.items() if v is not None}, "command line")
-            config = trainer.resolve(None, config)
+            config = resume_config(trainer, args.resume, overrides)
             summary = trainer.train(config, args.resume, resume=True, quiet=args.quiet)
         else:
             config = trainer.resolve(args.config, overrides)
@@ -44,12 +47,13 @@ def run(args) -> int:
     except Exception as exc:
         if comm.Get_size() > 1:
             # one rank failing must end the whole job, never leave the others waiting in a collective
-            kind = "error" if isinstance(exc, UserError) else "failed"
+            user = isinstance(exc, (UserError, OSError))
+            kind = "error" if user else "failed"
             print(f"rlsub es: rank {comm.Get_rank()}/{comm.Get_size()} {kind}: {exc}", file=sys.stderr)
-            if not isinstance(exc, UserError):
+            if not user:
                 traceback.print_exc()
             sys.stderr.flush()
-            comm.Abort(2 if isinstance(exc, UserError) else 1)
+            comm.Abort(2 if user else 1)
         raise
     if comm.Get_rank() == 0:
         print(f"{summary['task']}: d={summary['dim']} seed={summary['seed']} eval return "

@@ -8,14 +8,18 @@ HELP = "sweep d (grid or adaptive) for one trainer and measure d_int90"
 def add_arguments(p) -> None:
     p.add_argument("--config", required=True, help="sweep config (configs/sweeps/*.yaml)")
     p.add_argument("--results", default="results", help="results root; the sweep writes RESULTS/<name>/")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any key of the sweep config, dotted for nested ones (YAML value), e.g. seeds=[0] or "
+                        "overrides.generations=20")
     p.add_argument("--quiet", action="store_true")
 
 
 def run(args) -> int:
     from rlsub import sweep
+    from rlsub.config import parse_sets
     from rlsub.rundir import command_line
 
-    config = sweep.resolve(args.config, args.results)
+    config = sweep.resolve(args.config, args.results, parse_sets(args.set))
     summary = sweep.run_sweep(config, command=command_line(), quiet=args.quiet)
     from mpi4py import MPI
 

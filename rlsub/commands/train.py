@@ -23,22 +23,25 @@ def add_arguments(p) -> None:
                    "else ~/.cache/rlsub/data)")
     p.add_argument("--out", help="run directory (default runs/<task>__supervised__d<dim>__s<seed>__<time>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last epoch")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any config key, dotted for nested ones (YAML value), e.g. shuffle_labels=0.5")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
 
 
 def run(args) -> int:
+    from rlsub.config import parse_sets
     from rlsub.supervised import trainer
-    from rlsub.trainers import load_run_config
+    from rlsub.trainers import resume_config
 
-    overrides = {"dim": args.dim, "projection": args.projection, "seed": args.seed, "epochs": args.epochs,
-                 "subset": args.subset, "lr": args.lr, "full_lr": args.lr, "batch_size": args.batch_size,
-                 "threads": args.threads, "data_dir": args.data_dir}
+    overrides = parse_sets(args.set)
+    flags = {"dim": args.dim, "projection": args.projection, "seed": args.seed, "epochs": args.epochs,
+             "subset": args.subset, "lr": args.lr, "full_lr": args.lr, "batch_size": args.batch_size,
+             "threads": args.threads, "data_dir": args.data_dir}
+    overrides.update({k: v for k, v in flags.items() if v is not None})
     if args.resume:
         if args.config or args.out:
             raise UserError("--resume takes its config and directory from RUN_DIR; drop --config/--out")
-        base = load_run_config(args.resume, trainer.DEFAULTS)
-        config = trainer.resolve(None, trainer.merge(base, {k: v for k, v in overrides.items() if v is not None},
-                                                     "command line"))
+        config = resume_config(trainer, args.resume, overrides)
         summary = trainer.train(config, args.resume, resume=True, quiet=args.quiet)
     else:
         config = trainer.resolve(args.config, overrides)

@@ -20,11 +20,24 @@ from typing import Any
 import numpy as np
 import torch
 
-from rlsub.config import ConfigError, load_yaml, merge
-from rlsub.es.envs import register_ale
+from rlsub.config import (
+    Bool,
+    ConfigError,
+    Dim,
+    Float,
+    Int,
+    List,
+    Mapping,
+    OneOf,
+    Section,
+    Str,
+    merge,  # noqa: F401 - part of the trainer module's interface, as in the other trainers
+    resolve_config,
+)
+from rlsub.es.envs import metric_min, register_ale
 from rlsub.loading import save_fingerprint
-from rlsub.rundir import RunDir
-from rlsub.trainers import parse_dim
+from rlsub.models import ACTIVATIONS
+from rlsub.rundir import RunDir, check_out_dir
 
 #: Every config key with its default; a config file may only set these keys.
 DEFAULTS: dict[str, Any] = {
@@ -76,38 +89,86 @@ DEFAULTS: dict[str, Any] = {
 POLICIES = ("mlp", "cnn")
 SELECT = ("best", "final")
 
+#: the type and range of every key of DEFAULTS (checked by rlsub.config.check)
+SCHEMA: dict = {
+    "env": Str(),
+    "env_kwargs": Mapping(),
+    "atari": Bool(),
+    "frame_stack": Int(min=1),
+    "policy": Str(choices=POLICIES),
+    "net_arch": List(Int(min=1)),
+    "activation": Str(choices=sorted(ACTIVATIONS)),
+    "dim": Dim(),
+    "projection": Str(choices=("dense", "sparse", "fastfood", "auto")),
+    "seed": Int(min=0),
+    "init_seed": Int(min=0, null=True),
+    "projection_seed": Int(min=0, null=True),
+    "timesteps": Int(min=1),
+    "eval_episodes": Int(min=1),
+    "eval_every": Int(min=0),
+    "eval_every_episodes": Int(min=1),
+    "select": Str(choices=SELECT),
+    "solved_episodes": Int(min=0),
+    "solved_max_steps": Int(min=1, null=True),
+    "solved_return": Float(null=True),
+    "log_every": Int(min=0),
+    "metric_min": Float(null=True),
+    "threads": Int(min=1),
+    "save_model": Bool(),
+    "reward_scale": Float(gt=0),
+    "dqn": Section({
+        "learning_rate": Float(gt=0),
+        "buffer_size": Int(min=1),
+        "learning_starts": Int(min=0),
+        "batch_size": Int(min=1),
+        "tau": Float(gt=0, max=1),
+        "gamma": Float(min=0, max=1),
+        "train_freq": OneOf(Int(min=1), List(OneOf(Int(min=1), Str(choices=("step", "episode"))), min_len=2)),
+        "gradient_steps": Int(min=-1),
+        "target_update_interval": Int(min=1),
+        "exploration_fraction": Float(min=0, max=1),
+        "exploration_initial_eps": Float(min=0, max=1),
+        "exploration_final_eps": Float(min=0, max=1),
+        "max_grad_norm": Float(gt=0),
+        "optimize_memory_usage": Bool(),
+    }),
+}
+
 
 def resolve(config_path: str | None, overrides: dict) -> dict:
-    """DEFAULTS <- YAML at config_path <- the non-None overrides; checked (ConfigError on bad input)."""
-    config = merge(DEFAULTS, load_yaml(config_path), str(config_path)) if config_path else merge(DEFAULTS, {})
-    config = merge(config, {k: v for k, v in overrides.items() if v is not None}, "overrides")
-    config["dim"] = parse_dim(config["dim"])
-    for key in ("seed", "timesteps", "eval_episodes", "eval_every", "log_every", "threads"):
-        value = config[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ConfigError(f"{key} must be a non-negative integer, got {value!r}")
-    if config["timesteps"] < 1 or config["eval_episodes"] < 1 or config["threads"] < 1:
-        raise ConfigError("timesteps, eval_episodes and threads must be >= 1")
+    """DEFAULTS <- YAML at config_path <- the non-None overrides; checked against SCHEMA (ConfigError on
+    bad input)."""
+    config = resolve_config(DEFAULTS, SCHEMA, config_path, overrides, "overrides")
     scale = config["reward_scale"]
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
-        raise ConfigError(f"reward_scale must be a positive number, got {scale!r}")
     if config["atari"] and scale != 1.0:
         raise ConfigError("reward_scale is for non-Atari environments (Atari rewards are clipped to [-1, 1])")
     if config["policy"] not in POLICIES:
         raise ConfigError(f"unknown policy {config['policy']!r}; choose one of {list(POLICIES)}")
-    if config["select"] not in SELECT:
-        raise ConfigError(f"select must be one of {list(SELECT)}, got {config['select']!r}")
     if config["select"] == "best" and not config["eval_every"]:
         raise ConfigError("select: best needs periodic evaluations (eval_every > 0)")
-    n = config["solved_episodes"]
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ConfigError(f"solved_episodes must be a non-negative integer, got {n!r}")
-    if n and not isinstance(config["solved_return"], (int, float)):
+    if config["solved_episodes"] and not isinstance(config["solved_return"], (int, float)):
         raise ConfigError("solved_episodes > 0 needs solved_return (the mean return that counts as solved)")
     for key in ("init_seed", "projection_seed"):
         config[key] = config["seed"] if config[key] is None else config[key]
     _check_env(config["env"])
+    run_metric_min(config)  # the d_int90 shift must be known before anything runs
     return config
+
+
+def run_metric_min(config: dict) -> float:
+    """The lowest possible return: ``metric_min`` when set, else derived from the environment."""
+    return metric_min(config["env"], config["metric_min"])
+
+
+def dimension(config: dict) -> int:
+    """D of the Q-network a resolved config asks for, without training (for checking d <= D early)."""
+    env = make_env(config, config["seed"], evaluation=True)
+    try:
+        model = build_model({**config, "dim": "full", "save_model": False,
+                             "dqn": {**config["dqn"], "buffer_size": 1}}, env)
+        return int(model.policy.q_net.D)
+    finally:
+        env.close()
 
 
 def _check_env(env_id: str) -> None:
@@ -164,8 +225,8 @@ def build_model(config: dict, env):
     try:
         return DQN(policy, env, policy_kwargs=policy_kwargs, seed=config["seed"], verbose=0, device="cpu",
                    **config["dqn"])
-    except TypeError as exc:
-        raise ConfigError(f"bad dqn settings: {exc}") from None
+    except (TypeError, AssertionError) as exc:  # an unknown SB3 argument; a continuous action space
+        raise ConfigError(f"bad dqn settings for {config['env']}: {exc}") from None
 
 
 def evaluate(model, env, episodes: int) -> tuple[float, float]:
@@ -217,13 +278,12 @@ def train(config: dict, out_dir: Path, resume: bool = False, quiet: bool = False
 
     if resume:
         raise ConfigError("DQN runs cannot be resumed (SB3's replay buffer is not checkpointed); start a new run")
+    check_out_dir(out_dir)  # a finished run must not be overwritten
     torch.set_num_threads(config["threads"])
     env = make_env(config, config["seed"])
     eval_env = make_env(config, config["seed"] + 10_000, evaluation=True)
     model = build_model(config, env)  # d > D and other bad settings fail here, before any file is written
     run = RunDir(out_dir)
-    if run.metrics_path.exists():
-        run.metrics_path.unlink()
     run.write_config(config)
     model.set_logger(configure(str(run.path), ["csv", "tensorboard"]))
     q = model.policy.q_net
@@ -271,7 +331,7 @@ def train(config: dict, out_dir: Path, resume: bool = False, quiet: bool = False
         "task": config["env"], "trainer": "dqn", "D": q.D, "d": q.d, "dim": q.dim,
         "projection": q.projection_kind, "seed": config["seed"], "metric": "eval_return", "value": value,
         "value_std": std, "select": config["select"], "selected_timesteps": selected_at, **solved,
-        "metric_min": config["metric_min"], "timesteps": config["timesteps"],
+        "metric_min": run_metric_min(config), "timesteps": config["timesteps"],
         "eval_episodes": config["eval_episodes"], "wall_time_s": round(time.time() - run.started, 2),
         "train_time_s": round(train_time, 2), "fps": round(config["timesteps"] / train_time, 1),
         "model_zip_bytes": model_bytes,

@@ -3,11 +3,13 @@
 ``make_env(env_id)`` builds the environment; Atari ids (``ALE/...``) get the usual preprocessing:
 frame skip 4 (max-pooled), 84x84 grey, 4 stacked frames, no sticky-action override beyond the
 id's default. ``metric_min(env_id)`` is the lowest return an episode can have, used to shift
-returns before taking 90% of a baseline (Li et al. 2018).
+returns before taking 90% of a baseline (Li et al. 2018); for an environment it cannot derive it
+for, the config must set it.
 """
 
 from __future__ import annotations
 
+import math
 import time
 
 import gymnasium as gym
@@ -23,12 +25,48 @@ _METRIC_MIN = {
     "Humanoid": 0.0,
 }
 
+#: the lowest reward of one step, by id prefix: the lowest return is that times the episode limit
+_STEP_REWARD_MIN = {
+    "Acrobot-": -1.0,  # -1 per step until the goal
+    "MountainCar-": -1.0,  # -1 per step until the goal
+    # -(theta^2 + 0.1 thdot^2 + 0.001 u^2) with |theta| <= pi, |thdot| <= 8, |u| <= 2
+    "Pendulum-": -(math.pi**2 + 0.1 * 8**2 + 0.001 * 2**2),
+}
 
-def metric_min(env_id: str) -> float:
+
+def metric_min(env_id: str, configured: float | None = None, max_episode_steps: int | None = None) -> float:
+    """The lowest return an episode of ``env_id`` can have: ``configured`` when set, else derived from
+    the environment (a known bound, or the lowest step reward times the episode limit); ConfigError
+    when neither is known (it is never guessed: a wrong value moves the 90% threshold)."""
+    if configured is not None:
+        return float(configured)
     for key, value in _METRIC_MIN.items():
         if key in env_id:
             return value
-    return 0.0
+    for prefix, step_min in _STEP_REWARD_MIN.items():
+        if env_id.startswith(prefix):
+            limits = [n for n in (max_episode_steps, _spec_steps(env_id)) if n]
+            if limits:
+                return step_min * min(limits)
+    raise ConfigError(f"the lowest possible return of {env_id!r} is not known to rlsub; set metric_min in "
+                      f"the config (returns are shifted by it before taking 90% of the baseline)")
+
+
+def _spec_steps(env_id: str) -> int | None:
+    try:
+        return gym.spec(env_id).max_episode_steps
+    except gym.error.Error:
+        return None
+
+
+def check_env_id(env_id: str) -> None:
+    """ConfigError unless gymnasium knows ``env_id`` (without building the environment)."""
+    if env_id.startswith("ALE/"):
+        register_ale()
+    try:
+        gym.spec(env_id)
+    except gym.error.Error as exc:
+        raise ConfigError(f"cannot make environment {env_id!r}: {exc}") from None
 
 
 def register_ale() -> None:
@@ -52,6 +90,8 @@ def make_env(env_id: str, **kwargs) -> gym.Env:
         return gym.make(env_id, **kwargs)
     except gym.error.Error as exc:
         raise ConfigError(f"cannot make environment {env_id!r}: {exc}") from None
+    except TypeError as exc:  # an env_kwargs key the environment does not take
+        raise ConfigError(f"cannot make environment {env_id!r} with env_kwargs {kwargs}: {exc}") from None
 
 
 class EnvClock(gym.Wrapper):

@@ -32,15 +32,28 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rlsub.config import ConfigError, load_yaml, merge
+from rlsub.config import (
+    Bool,
+    ConfigError,
+    Dim,
+    Float,
+    Int,
+    Mapping,
+    Section,
+    Str,
+    merge,  # noqa: F401 - rlsub.commands use trainer.merge
+    resolve_config,
+)
+from rlsub.errors import UserError
 from rlsub.es.core import ObsStats, episode_seed
-from rlsub.es.envs import EnvClock, make_env, metric_min
+from rlsub.es.envs import EnvClock, check_env_id, make_env, metric_min
 from rlsub.es.optimizers import OPTIMIZERS, make_optimizer
 from rlsub.es.policy import Actor, reference_batch, rollout
 from rlsub.loading import save_fingerprint
-from rlsub.rundir import RunDir, default_run_dir
+from rlsub.models import MODELS
+from rlsub.rundir import RunDir, check_out_dir, default_run_dir
 from rlsub.subspace import SubspaceModel, atomic_save_npy, atomic_write
-from rlsub.trainers import build_network, parse_dim
+from rlsub.trainers import build_network
 
 DEFAULTS: dict = {
     "task": None,  # name used in reports; defaults to the environment id
@@ -71,7 +84,40 @@ DEFAULTS: dict = {
     "target_return": None,  # stop once the evaluation return reaches this (None: never)
     "checkpoint_every": 10,
     "reference_batch": 128,  # observations for virtual batch norm (networks that have it)
+    "metric_min": None,  # the lowest possible return (None: derived from the environment, see envs.metric_min)
 }
+
+#: the type and range of every key of DEFAULTS (checked by rlsub.config.check)
+SCHEMA: dict = {
+    "task": Str(null=True),
+    "env": Str(),
+    "env_kwargs": Mapping(),
+    "model": Str(choices=sorted(MODELS)),
+    "model_kwargs": Mapping(),
+    "dim": Dim(),
+    "projection": Str(choices=("dense", "sparse", "fastfood", "auto")),
+    "seed": Int(min=0),
+    "optimizer": Str(choices=sorted(OPTIMIZERS)),
+    "cma": Section({"popsize": Int(min=2, null=True), "sigma0": Float(gt=0, null=True), "diagonal": Bool()}),
+    "generations": Int(min=1),
+    "max_timesteps": Int(min=1, null=True),
+    "pairs": Int(min=1),
+    "sigma": Float(gt=0),
+    "lr": Float(gt=0),
+    "l2": Float(min=0),
+    "action_noise": Float(min=0),
+    "obs_norm": Bool(),
+    "max_episode_steps": Int(min=1, null=True),
+    "eval_every": Int(min=1),
+    "eval_episodes": Int(min=1),
+    "target_return": Float(null=True),
+    "checkpoint_every": Int(min=1),
+    "reference_batch": Int(min=1),
+    "metric_min": Float(null=True),
+}
+
+#: keys a resumed run may change (its budget); any other must match the run's record
+RESUMABLE = ("generations", "max_timesteps", "target_return", "eval_every", "checkpoint_every")
 
 
 #: the file a run continues from (``resume``); sweeps continue half-run points from it
@@ -85,32 +131,24 @@ def _comm():
 
 
 def resolve(config_path: str | None, overrides: dict) -> dict:
-    """The fully resolved config: YAML onto DEFAULTS, then the non-None overrides."""
-    config = merge(DEFAULTS, load_yaml(config_path), str(config_path)) if config_path else dict(DEFAULTS)
-    config = merge(config, {k: v for k, v in overrides.items() if v is not None}, "command line")
-    config["dim"] = parse_dim(config["dim"])
-    for key in ("generations", "pairs", "eval_every", "eval_episodes", "checkpoint_every"):
-        if not isinstance(config[key], int) or config[key] < 1:
-            raise ConfigError(f"{key} must be a positive integer, got {config[key]!r}")
-    budget = config["max_timesteps"]
-    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):
-        raise ConfigError(f"max_timesteps must be a positive integer or null, got {budget!r}")
-    if not config["sigma"] > 0 or not config["lr"] > 0:
-        raise ConfigError("sigma and lr must be positive")
-    if config["optimizer"] not in OPTIMIZERS:
-        raise ConfigError(f"unknown optimizer {config['optimizer']!r}; choose one of {sorted(OPTIMIZERS)}")
-    cma = config["cma"]
-    if cma["popsize"] is not None and (isinstance(cma["popsize"], bool) or not isinstance(cma["popsize"], int)
-                                       or cma["popsize"] < 2):
-        raise ConfigError(f"cma.popsize must be an integer >= 2 or null, got {cma['popsize']!r}")
-    if cma["sigma0"] is not None and (isinstance(cma["sigma0"], bool) or not isinstance(cma["sigma0"], (int, float))
-                                      or not cma["sigma0"] > 0):
-        raise ConfigError(f"cma.sigma0 must be a positive number or null, got {cma['sigma0']!r}")
-    if not isinstance(cma["diagonal"], bool):
-        raise ConfigError(f"cma.diagonal must be true or false, got {cma['diagonal']!r}")
+    """The fully resolved config: YAML onto DEFAULTS, then the non-None overrides, checked against
+    SCHEMA (ConfigError on bad input)."""
+    config = resolve_config(DEFAULTS, SCHEMA, config_path, overrides)
     if config["task"] is None:
         config["task"] = config["env"]
+    check_env_id(config["env"])
+    # the shift of the d_int90 threshold must be known before anything runs (never guessed)
+    metric_min(config["env"], config["metric_min"], config["max_episode_steps"])
     return config
+
+
+def dimension(config: dict) -> int:
+    """D of the policy a resolved config asks for, without training (for checking d <= D early)."""
+    env = make_env(config["env"], **config["env_kwargs"])
+    try:
+        return build_policy({**config, "dim": "full"}, env)[1]
+    finally:
+        env.close()
 
 
 def build_policy(config: dict, env) -> tuple[SubspaceModel, int]:
@@ -132,6 +170,26 @@ def build_policy(config: dict, env) -> tuple[SubspaceModel, int]:
     return net, D
 
 
+def _load_checkpoint(path: Path, n_opt: int, seed: int, obs_norm: bool) -> dict:
+    """The arrays of an ES checkpoint, checked against the run (UserError if missing or damaged)."""
+    if not path.exists():
+        raise ConfigError(f"cannot resume: no checkpoint in {path.parent}")
+    try:
+        with np.load(path) as f:
+            state = {k: f[k] for k in f.files}
+    except Exception as exc:  # zipfile.BadZipFile, EOFError, ValueError, OSError: cut short or damaged
+        raise UserError(f"cannot resume: {path} is damaged ({type(exc).__name__}: {exc}); "
+                        f"restore it or start a new run") from None
+    need = ["x", "generation", "timesteps", "episodes", "elapsed"] + (["obs_count"] if obs_norm else [])
+    missing = [k for k in need if k not in state]
+    if missing or state["x"].shape != (n_opt,):
+        raise UserError(f"cannot resume: {path} does not belong to this run "
+                        f"({'missing ' + ', '.join(missing) if missing else 'theta_d of shape ' + str(state['x'].shape)})")
+    if "seed" in state and int(state["seed"]) != seed:
+        raise UserError(f"cannot resume: {path} was written by seed {int(state['seed'])}, not {seed}")
+    return state
+
+
 def _default_out(config: dict) -> Path:
     return default_run_dir(config["task"], "es", config["dim"], config["seed"])
 
@@ -144,6 +202,16 @@ def train(config: dict, out_dir: str | Path | None = None, resume: bool = False,
     rank, size = comm.Get_rank(), comm.Get_size()
     torch.set_num_threads(1)  # one process per core; also keeps float reductions rank-count independent
     out = Path(comm.bcast(str(out_dir or _default_out(config)) if rank == 0 else None, root=0))
+    problem = None
+    if rank == 0:  # before anything is built or written: a finished run must not be overwritten
+        try:
+            check_out_dir(out, resume)
+        except UserError as exc:
+            problem = str(exc)
+    problem = comm.bcast(problem, root=0)
+    if problem:
+        raise UserError(problem)
+    summary_min = metric_min(config["env"], config["metric_min"], config["max_episode_steps"])
 
     env = EnvClock(make_env(config["env"], **config["env_kwargs"]))
     model, D = build_policy(config, env)
@@ -161,9 +229,7 @@ def train(config: dict, out_dir: str | Path | None = None, resume: bool = False,
     run = RunDir(out) if rank == 0 else None
     ckpt_path = out / "checkpoint.npz"
     if resume:
-        if not ckpt_path.exists():
-            raise ConfigError(f"cannot resume: no checkpoint in {out}")
-        state = dict(np.load(ckpt_path))
+        state = _load_checkpoint(ckpt_path, n_opt, seed, obs_stats is not None)
         opt.load(state)
         if obs_stats is not None:
             obs_stats.load(state)
@@ -176,7 +242,17 @@ def train(config: dict, out_dir: str | Path | None = None, resume: bool = False,
                           "projection_kind": proj.kind, "n_ranks": size})
     if rank == 0 and not quiet:
         print(f"es: {config['task']} D={D} d={config['dim']} projection={proj.kind} optimizer={opt.name} "
-              f"seed={seed} ranks={size} -> {out}", file=sys.stderr)
+              f"seed={seed} ranks={size} -> {out} (if stopped: rlsub es --resume {out})", file=sys.stderr)
+
+    def save_checkpoint(generation: int, elapsed: float) -> None:
+        state = {**opt.state(), "x": opt.x, "generation": np.array(generation), "timesteps": np.array(timesteps),
+                 "episodes": np.array(episodes), "elapsed": np.array(elapsed), "seed": np.array(seed)}
+        if obs_stats is not None:
+            state.update(obs_stats.state())
+        atomic_write(ckpt_path, partial(np.savez, **state))
+
+    if rank == 0 and not resume:  # a run stopped before its first checkpoint resumes from here
+        save_checkpoint(0, 0.0)
 
     def project(v: np.ndarray) -> np.ndarray:
         with torch.no_grad():
@@ -261,12 +337,7 @@ def train(config: dict, out_dir: str | Path | None = None, resume: bool = False,
                 print(f"gen {generation:4d} steps {timesteps:9d} return mean {row['return_mean']:8.2f} "
                       f"max {row['return_max']:8.2f}{ev}", file=sys.stderr)
             if (generation + 1) % config["checkpoint_every"] == 0 or last or stop:
-                state = {**opt.state(), "generation": np.array(generation + 1),
-                         "timesteps": np.array(timesteps), "episodes": np.array(episodes),
-                         "elapsed": np.array(row["wall_time_s"]), "seed": np.array(seed)}
-                if obs_stats is not None:
-                    state.update(obs_stats.state())
-                atomic_write(ckpt_path, partial(np.savez, **state))
+                save_checkpoint(generation + 1, row["wall_time_s"])
         if stop or last:
             break
     x = opt.x
@@ -279,7 +350,7 @@ def train(config: dict, out_dir: str | Path | None = None, resume: bool = False,
                "optimizer": opt.name, "generations_budget": config["generations"],
                "max_timesteps": config["max_timesteps"], "stopped_early": bool(stop),
                "metric": "eval_return", "value": eval_return, "eval_returns": eval_returns,
-               "metric_min": metric_min(config["env"]), "timesteps": timesteps, "episodes": episodes,
+               "metric_min": summary_min, "timesteps": timesteps, "episodes": episodes,
                "generations": generation + 1, "wall_time_s": wall, "n_ranks": size}
     if rank == 0:
         atomic_save_npy(out / "theta_d.npy", x.astype(np.float32))

@@ -29,6 +29,7 @@ import os
 import pickle
 import tarfile
 import urllib.request
+import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -145,7 +146,10 @@ def _download(dest: Path, urls: list[str], md5: str) -> Path:
 
 
 def _read_idx(path: Path, raw_md5: str) -> np.ndarray:
-    raw = gzip.decompress(path.read_bytes())
+    try:
+        raw = gzip.decompress(path.read_bytes())
+    except (OSError, EOFError, zlib.error) as exc:  # cut short or not gzip at all
+        raise UserError(f"{path} is corrupt ({type(exc).__name__}: {exc}); replace it with the official file") from None
     if hashlib.md5(raw).hexdigest() != raw_md5:
         raise UserError(f"{path} is corrupt: its decompressed md5 is not {raw_md5}; replace it with the official file")
     ndim = raw[3]
@@ -206,6 +210,16 @@ def _decode_cifar_jpeg(path: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
+def _guarded(path: Path, decode) -> dict[str, np.ndarray]:
+    """decode(path), with a damaged archive reported as a UserError naming the file."""
+    try:
+        return decode(path)
+    except UserError:
+        raise
+    except (OSError, EOFError, zlib.error, tarfile.TarError, KeyError, ValueError, pickle.UnpicklingError) as exc:
+        raise UserError(f"{path} is corrupt ({type(exc).__name__}: {exc}); replace it with the official file") from None
+
+
 # --- caching ------------------------------------------------------------------------------------
 
 
@@ -225,8 +239,11 @@ def _cache_path(name: str, sources: list[Path]) -> Path:
 
 def _cached(path: Path, decode) -> dict[str, np.ndarray]:
     if path.exists():
-        with np.load(path) as f:
-            return {k: f[k] for k in f.files}
+        try:
+            with np.load(path) as f:
+                return {k: f[k] for k in f.files}
+        except Exception:  # a damaged cache file is decoded afresh (and rewritten)
+            pass
     arrays = decode()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -258,11 +275,11 @@ def load_cifar10(data_dir=None) -> ImageData:
     root = data_root(data_dir)
     official, jpeg = root / "cifar10" / CIFAR_PYTHON, root / "cifar10" / CIFAR_JPEG
     if not official.exists() and jpeg.exists():
-        arrays = _cached(_cache_path("cifar10-jpeg", [jpeg]), lambda: _decode_cifar_jpeg(jpeg))
+        arrays = _cached(_cache_path("cifar10-jpeg", [jpeg]), lambda: _guarded(jpeg, _decode_cifar_jpeg))
         return ImageData("cifar10", source="cifar10-images-jpeg", **arrays)
     if not official.exists():
         _download(official, [CIFAR_PYTHON_URL], CIFAR_PYTHON_MD5)
-    arrays = _cached(_cache_path("cifar10", [official]), lambda: _decode_cifar_python(official))
+    arrays = _cached(_cache_path("cifar10", [official]), lambda: _guarded(official, _decode_cifar_python))
     return ImageData("cifar10", source="cifar-10-python", **arrays)
 
 

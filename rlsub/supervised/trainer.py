@@ -27,14 +27,24 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from rlsub.config import ConfigError, load_yaml, merge
+from rlsub.config import (
+    Bool,
+    ConfigError,
+    Dim,
+    Float,
+    Int,
+    Mapping,
+    Str,
+    merge,  # noqa: F401 - rlsub.commands use trainer.merge
+    resolve_config,
+)
 from rlsub.errors import UserError
 from rlsub.loading import save_fingerprint
 from rlsub.models import MODELS
-from rlsub.rundir import RunDir, default_run_dir
+from rlsub.rundir import RunDir, check_out_dir, default_run_dir
 from rlsub.subspace import SubspaceModel, atomic_write
 from rlsub.supervised.data import ImageData, data_root, load_dataset
-from rlsub.trainers import build_network, parse_dim
+from rlsub.trainers import build_network
 
 DEFAULTS: dict = {
     "task": None,  # name used in reports and run directories; defaults to "<dataset>_<model>"
@@ -60,40 +70,68 @@ DEFAULTS: dict = {
 
 METRICS = ("test_accuracy", "train_accuracy")
 
+#: dataset -> (channels, height, width, classes): the network's shape without loading the data
+SHAPES = {"mnist": (1, 28, 28, 10), "cifar10": (3, 32, 32, 10)}
+
+#: the type and range of every key of DEFAULTS (checked by rlsub.config.check)
+SCHEMA: dict = {
+    "task": Str(null=True),
+    "dataset": Str(choices=sorted(SHAPES)),
+    "data_dir": Str(null=True),
+    "model": Str(choices=sorted(MODELS)),
+    "model_kwargs": Mapping(),
+    "dim": Dim(),
+    "projection": Str(choices=("dense", "sparse", "fastfood", "auto")),
+    "seed": Int(min=0),
+    "data_seed": Int(min=0, null=True),
+    "epochs": Int(min=1),
+    "batch_size": Int(min=1),
+    "lr": Float(gt=0),
+    "full_lr": Float(gt=0, null=True),
+    "subset": Int(min=1, null=True),
+    "shuffle_pixels": Bool(),
+    "shuffle_labels": Float(min=0, max=1),
+    "metric": Str(choices=METRICS),
+    "eval_batch_size": Int(min=1),
+    "threads": Int(min=1),
+}
+
+#: keys a resumed run may change (its budget and where the data are); any other must match its record
+RESUMABLE = ("epochs", "threads", "data_dir", "eval_batch_size")
+
 
 def resolve(config_path: str | None, overrides: dict) -> dict:
-    """The fully resolved config: YAML onto DEFAULTS, then the non-None overrides; ConfigError on bad input."""
-    config = merge(DEFAULTS, load_yaml(config_path), str(config_path)) if config_path else dict(DEFAULTS)
-    config = merge(config, {k: v for k, v in overrides.items() if v is not None}, "command line")
-    config["dim"] = parse_dim(config["dim"])
-    for key in ("epochs", "batch_size", "eval_batch_size", "threads"):
-        _positive_int(config, key)
-    if config["subset"] is not None:
-        _positive_int(config, "subset")
-    if not isinstance(config["seed"], int) or config["seed"] < 0:
-        raise ConfigError(f"seed must be a non-negative integer, got {config['seed']!r}")
-    for key in ("lr", "full_lr"):
-        value = config[key]
-        if (value is not None or key == "lr") and (not isinstance(value, (int, float)) or not value > 0):
-            raise ConfigError(f"{key} must be a positive number, got {value!r}")
-    fraction = config["shuffle_labels"]
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
-        raise ConfigError(f"shuffle_labels must be a fraction in [0, 1], got {fraction!r}")
-    if config["metric"] not in METRICS:
-        raise ConfigError(f"metric must be one of {METRICS}, got {config['metric']!r}")
-    if config["model"] not in MODELS:
-        raise ConfigError(f"unknown model {config['model']!r}; choose one of {sorted(MODELS)}")
-    if config["dataset"] not in ("mnist", "cifar10"):
-        raise ConfigError(f"dataset must be 'mnist' or 'cifar10', got {config['dataset']!r}")
+    """The fully resolved config: YAML onto DEFAULTS, then the non-None overrides, checked against
+    SCHEMA; ConfigError on bad input."""
+    config = resolve_config(DEFAULTS, SCHEMA, config_path, overrides)
     if config["task"] is None:
         config["task"] = f"{config['dataset']}_{config['model']}"
     return config
 
 
-def _positive_int(config: dict, key: str) -> None:
-    value = config[key]
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{key} must be a positive integer, got {value!r}")
+def dimension(config: dict) -> int:
+    """D of the network a resolved config asks for, without loading data or training."""
+    c, h, _, classes = SHAPES[config["dataset"]]
+    kwargs = dict(config["model_kwargs"])
+    if config["model"] == "mlp":
+        kwargs.setdefault("in_dim", c * h * h)
+        kwargs.setdefault("out_dim", classes)
+    elif config["model"] == "lenet":
+        kwargs.setdefault("in_channels", c)
+        kwargs.setdefault("image_size", h)
+        kwargs.setdefault("num_classes", classes)
+    return build_network(config["model"], kwargs, config["seed"], "full")[1]
+
+
+def _read_checkpoint(path: Path) -> dict:
+    """The state saved after the last finished epoch (UserError if missing or damaged)."""
+    if not path.exists():
+        raise ConfigError(f"cannot resume: no checkpoint in {path.parent}")
+    try:
+        return torch.load(path, weights_only=True)
+    except Exception as exc:  # cut short by a kill or a full disk, or not a checkpoint
+        raise UserError(f"cannot resume: {path} is damaged ({type(exc).__name__}: "
+                        f"{' '.join(str(exc).split())[:200]}); restore it or start a new run") from None
 
 
 def default_out(config: dict) -> Path:
@@ -186,10 +224,8 @@ def train(config: dict, out_dir: str | Path | None = None, resume: bool = False,
     torch.set_num_threads(config["threads"])
     out = Path(out_dir) if out_dir else default_out(config)
     ckpt_path = out / CHECKPOINT
-    if resume and not ckpt_path.exists():
-        raise ConfigError(f"cannot resume: no checkpoint in {out}")
-    if not resume and (out / "config.json").exists():
-        raise ConfigError(f"{out} already holds a run; choose another --out (or resume it)")
+    check_out_dir(out, resume)
+    state = _read_checkpoint(ckpt_path) if resume else None
     data = load_data(config)
     seed, dim = config["seed"], config["dim"]
     try:
@@ -204,13 +240,17 @@ def train(config: dict, out_dir: str | Path | None = None, resume: bool = False,
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
     order_gen = torch.Generator().manual_seed(seed)
     start_epoch, elapsed_before = 0, 0.0
+    if resume:
+        try:
+            net.load_state_dict(state["net"])
+            optimizer.load_state_dict(state["optimizer"])
+            order_gen.set_state(state["order_gen"])
+            start_epoch, elapsed_before = int(state["epoch"]), float(state["elapsed"])
+        except Exception as exc:  # cut short, damaged, or from another network
+            raise UserError(f"cannot resume: {ckpt_path} is damaged or belongs to another run "
+                            f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") from None
     run = RunDir(out)
     if resume:
-        state = torch.load(ckpt_path, weights_only=True)
-        net.load_state_dict(state["net"])
-        optimizer.load_state_dict(state["optimizer"])
-        order_gen.set_state(state["order_gen"])
-        start_epoch, elapsed_before = state["epoch"], state["elapsed"]
         run.truncate_metrics(start_epoch, "epoch")
     else:
         run.write_config({**config, "D": D, "d": d, "data_source": data.source})
