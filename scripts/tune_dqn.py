@@ -94,7 +94,12 @@ def export(study, out: Path, args, fixed: dict) -> None:
                      **t.user_attrs})
     atomic_write_text(out / "trials.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     done = [t for t in study.trials if t.state.name == "COMPLETE"]
-    best = max(done, key=lambda t: t.value) if done else None
+    # the best score; among trials that tie on it (several reach CartPole's maximum of 500), the one
+    # with the fewest gradient steps per environment step, i.e. the cheapest to run at every d
+    top = max((t.value for t in done), default=None)
+    tied = [t for t in done if t.value == top]
+    best = min(tied, key=lambda t: (_dqn_params(t.params)["gradient_steps"] / t.params["train_freq"], t.number)) \
+        if tied else None
     write_json(out / "summary.json", {
         "config": args.config, "fixed": fixed, "dim": args.dim, "tuning_seed": args.seed,
         "timesteps_per_trial": None if not done else trial_budget(args), "eval_every": args.eval_every,
@@ -103,6 +108,8 @@ def export(study, out: Path, args, fixed: dict) -> None:
         "n_trials": len(study.trials), "n_complete": len(done),
         "best": None if best is None else {"number": best.number, "value": best.value,
                                            "dqn": _dqn_params(best.params)},
+        "tied_at_best": [t.number for t in tied],
+        "best_rule": "highest score; ties broken by the fewest gradient steps per environment step",
         "command": command_line(), "git_commit": git_commit(), "machine": machine(),
     })
 
@@ -149,6 +156,8 @@ def main() -> None:
         sampler=optuna.samplers.TPESampler(seed=n_before),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=3))
     remaining = args.trials - len([t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")])
+    if args.trials == 0:  # only rewrite the outputs from the stored study
+        remaining = 0
     for _ in range(max(remaining, 0)):
         study.optimize(lambda t: objective(t, args, fixed), n_trials=1)
         export(study, out, args, fixed)
