@@ -4,6 +4,9 @@ trainable P, each checked against an independent construction in numpy (material
 from __future__ import annotations
 
 import copy
+import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +18,10 @@ from rlsub.config import ConfigError
 from rlsub.models import build_model
 from rlsub.projections import make_projection, projection_rng
 from rlsub.subspace import SubspaceModel
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("RLSUB_DATA") or ROOT.parent / "shared" / "data")
+needs_mnist = pytest.mark.skipif(not (DATA / "mnist").is_dir(), reason=f"no MNIST in {DATA}")
 
 AUGMENT_OPTIONS = {"none": {}, "power": {}, "rff": {"features": 7, "scale": 0.5}}
 
@@ -232,6 +239,27 @@ def test_trainable_projection_trains_P_with_the_outer_product_gradient():
 # --- bad input ------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("overrides, message", [
+    ({"subspace": "hypersphere", "radius_ratio": 0}, "radius_ratio must be a positive number"),
+    ({"subspace": "hypersphere", "radius_ratio": -1.0}, "radius_ratio must be a positive number"),
+    ({"init_radius_ratio": 0.0}, "init_radius_ratio must be a positive number"),
+    ({"radius_ratio": 2.0}, "radius_ratio does not apply to subspace: hyperplane"),
+    ({"augment": "rff"}, "augment: rff needs rff_features, a positive integer"),
+    ({"augment": "rff", "rff_features": 0}, "augment: rff needs rff_features"),
+    ({"trainable_projection": True, "projection": "fastfood"}, "trainable_projection needs projection: dense"),
+    ({"trainable_projection": True, "projection": "sparse"}, "trainable_projection needs projection: dense"),
+    ({"subspace": "ball"}, "unknown subspace 'ball'"),
+    ({"augment": "cubic"}, "unknown augment 'cubic'"),
+    ({"projection": "dense", "projection_init": "laplace"}, "unknown projection_init 'laplace'"),
+    ({"projection_init": "uniform"}, "apply to projection: dense"),
+])
+def test_bad_subspace_settings_are_one_config_error_each(overrides, message):
+    from rlsub.supervised import trainer
+
+    with pytest.raises(ConfigError, match=message):
+        trainer.resolve(None, overrides)
+
+
 def test_trainable_projection_above_the_memory_cap_is_refused_before_allocating():
     mnist_fc = build_model("mlp", seed=0, in_dim=784, out_dim=10)  # D = 199,210
     with pytest.raises(ConfigError, match="trainable_projection: a dense 199210 x 750 P .* above max_dense_bytes"):
@@ -243,3 +271,74 @@ def test_trainable_projection_above_the_memory_cap_is_refused_before_allocating(
 def test_hypersphere_refuses_a_nonlinear_map():
     with pytest.raises(ConfigError, match="hypersphere needs a linear map"):
         SubspaceModel(small_net(), 4, "dense", 0, subspace="hypersphere", augment="power")
+
+
+# --- supervised runs: recorded, logged, reloadable --------------------------------------------------
+
+
+@needs_mnist
+@pytest.mark.parametrize("extra", [
+    {"subspace": "hypersphere", "radius_ratio": 2.0},
+    {"augment": "rff", "rff_features": 5, "projection": "dense", "trainable_projection": True,
+     "init_radius_ratio": 0.5},
+    {"dim": "full"},
+], ids=["hypersphere", "rff-trainable", "full"])
+def test_supervised_run_records_radius_and_subspace_and_reloads(tmp_path, extra):
+    import rlsub
+    from rlsub.supervised import trainer
+
+    config = trainer.resolve(None, {"dataset": "mnist", "data_dir": str(DATA), "model_kwargs": {"hidden": [16]},
+                                    "dim": 12, "subset": 300, "epochs": 2, "batch_size": 50, "lr": 0.05, **extra})
+    summary = trainer.train(config, tmp_path / "run", quiet=True)
+    written = json.loads((tmp_path / "run" / "config.json").read_text())
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all(r["radius"] > 0 for r in rows)
+    assert summary["radius_final"] == rows[-1]["radius"]
+    for key in ("r_X", "r0", "projection_width", "trained_parameters"):
+        assert written[key] == summary[key]
+    run = rlsub.load_run(tmp_path / "run")
+    assert run.evaluate()["value"] == summary["test_accuracy"]  # rebuilt with the same shape, map and P
+    D = summary["D"]
+    if extra.get("subspace") == "hypersphere":
+        assert summary["subspace"] == "hypersphere" and summary["radius_ratio"] == 2.0
+        assert summary["r0"] == pytest.approx(2 * summary["r_X"], rel=1e-12)
+        assert [r["radius"] for r in rows] == pytest.approx([summary["r0"]] * 2, rel=1e-6)
+        assert summary["trained_parameters"] == 12 and summary["projection_width"] == 12
+    elif extra.get("augment") == "rff":
+        assert summary["augment"] == "rff" and summary["projection_width"] == 12 + 10
+        assert summary["trained_parameters"] == 12 + D * 22  # no longer a 12-dimensional search
+        assert summary["r0"] == pytest.approx(0.5 * summary["r_X"], rel=1e-6)
+        assert (tmp_path / "run" / trainer.TRAINED_P).is_file()
+    else:
+        assert summary["subspace"] is None and summary["trained_parameters"] == D
+        final = np.load(tmp_path / "run" / "theta_D.npy").astype(np.float64)
+        assert summary["radius_final"] == pytest.approx(np.linalg.norm(final), rel=1e-6)
+
+
+@needs_mnist
+def test_trainable_projection_too_large_for_the_network_fails_before_the_run_starts(tmp_path):
+    from rlsub.supervised import trainer
+
+    config = trainer.resolve(None, {"data_dir": str(DATA), "subset": 100, "epochs": 1, "dim": 750,
+                                    "projection": "dense", "trainable_projection": True})
+    with pytest.raises(ConfigError, match="above max_dense_bytes"):
+        trainer.train(config, tmp_path / "run", quiet=True)
+    assert not (tmp_path / "run").exists()
+
+
+@needs_mnist
+@pytest.mark.parametrize("extra", [{"subspace": "hypersphere", "radius_ratio": 0.5},
+                                   {"projection": "dense", "trainable_projection": True}], ids=["sphere", "trainable"])
+def test_resume_continues_exactly_on_the_sphere_and_with_a_trained_P(tmp_path, extra):
+    from rlsub.supervised import trainer
+
+    def config(epochs):
+        return trainer.resolve(None, {"data_dir": str(DATA), "model_kwargs": {"hidden": [16]}, "dim": 8,
+                                      "subset": 200, "epochs": epochs, "batch_size": 50, "lr": 0.05, **extra})
+
+    straight = trainer.train(config(2), tmp_path / "a", quiet=True)
+    trainer.train(config(1), tmp_path / "b", quiet=True)
+    resumed = trainer.train(config(2), tmp_path / "b", resume=True, quiet=True)
+    assert resumed["radius_final"] == straight["radius_final"]
+    for name in ["theta_d.npy"] + ([trainer.TRAINED_P] if "trainable_projection" in extra else []):
+        assert np.array_equal(np.load(tmp_path / "a" / name), np.load(tmp_path / "b" / name))

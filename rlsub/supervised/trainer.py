@@ -8,9 +8,15 @@ evaluated; at the end the whole training set is evaluated too, in eval mode, so 
 tasks (shuffled labels) can use ``train_accuracy`` as their metric. Accuracies are higher-is-better
 and lie in [0, 1] (``metric_min = 0``).
 
-The run directory holds ``config.json``, ``metrics.jsonl`` (one row per epoch), ``summary.json``,
-``theta_d.npy`` (``theta_D.npy``, the flat parameters, for full-space runs) and ``checkpoint.pt``
-(the state after the last finished epoch, for ``resume``).
+The subspace's shape (hyperplane / hypersphere), augmentation (none / power / rff) and dense-P
+options come from the config (``subspace_options``) and are built by :class:`SubspaceModel`; the
+trainer only hands it the optimiser (``attach_optimizer``, the hypersphere's step rule).
+
+The run directory holds ``config.json`` (with r_X, r0, P's width and the number of trained
+parameters), ``metrics.jsonl`` (one row per epoch, with ``radius`` = ||theta_D||), ``summary.json``
+(with ``radius_final``), ``theta_d.npy`` (``theta_D.npy``, the flat parameters, for full-space runs;
+``projection_PT.npy`` beside it when P was trained) and ``checkpoint.pt`` (the state after the last
+finished epoch, for ``resume``).
 """
 
 from __future__ import annotations
@@ -27,11 +33,14 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from rlsub.augment import AUGMENTATIONS
 from rlsub.config import ConfigError, load_yaml, merge
 from rlsub.errors import UserError
 from rlsub.loading import save_fingerprint
 from rlsub.models import MODELS
+from rlsub.projections import DENSE_INITS
 from rlsub.rundir import RunDir, default_run_dir
+from rlsub.shapes import SHAPES
 from rlsub.subspace import SubspaceModel, atomic_write
 from rlsub.supervised.data import ImageData, data_root, load_dataset
 from rlsub.trainers import build_network, parse_dim
@@ -56,7 +65,21 @@ DEFAULTS: dict = {
     "metric": "test_accuracy",  # test_accuracy | train_accuracy (memorisation tasks)
     "eval_batch_size": 1000,
     "threads": 1,  # torch CPU threads
+    # the subspace's shape and map (rlsub.shapes, rlsub.augment, rlsub.projections); ignored for dim: full
+    "subspace": "hyperplane",  # hyperplane (theta_0 + P theta_d) | hypersphere (P theta_d, ||theta_D|| = r0 fixed)
+    "radius_ratio": None,  # hypersphere: r0 / r_X, r_X = ||theta_0|| of the standard init (None: 1.0)
+    "init_radius_ratio": None,  # hyperplane: theta_0 rescaled to this multiple of r_X (None: unscaled)
+    "augment": "none",  # none | power ([t; t^2]) | rff ([t; cos(Bt) - 1; sin(Bt)]), projected by a wider P
+    "rff_features": None,  # rff: rows of B (cos / sin pairs); P then has d + 2 rff_features columns
+    "rff_scale": 1.0,  # rff: standard deviation of B's entries
+    "trainable_projection": False,  # dense P trained with theta_d (small D only: P, grad, Adam moments in memory)
+    "normalize_columns": True,  # dense P: unit-norm columns (false: entries / sqrt(D), unit norm on average)
+    "projection_init": "gaussian",  # dense P's entries: gaussian | uniform | sparse
 }
+
+#: config keys of the subspace's shape and map, recorded in every summary (None for dim: full)
+SUBSPACE_KEYS = ("subspace", "radius_ratio", "init_radius_ratio", "augment", "rff_features", "rff_scale",
+                 "trainable_projection", "normalize_columns", "projection_init")
 
 METRICS = ("test_accuracy", "train_accuracy")
 
@@ -87,6 +110,29 @@ def resolve(config_path: str | None, overrides: dict) -> dict:
         raise ConfigError(f"dataset must be 'mnist' or 'cifar10', got {config['dataset']!r}")
     if config["task"] is None:
         config["task"] = f"{config['dataset']}_{config['model']}"
+    for key, names in (("subspace", SHAPES), ("augment", AUGMENTATIONS), ("projection_init", DENSE_INITS)):
+        if not isinstance(config[key], str) or config[key] not in names:
+            raise ConfigError(f"unknown {key} {config[key]!r}; choose one of {sorted(names)}")
+    for key in ("radius_ratio", "init_radius_ratio", "rff_scale"):
+        value = config[key]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
+            raise ConfigError(f"{key} must be a positive number, got {value!r}")
+    wrong = {"hyperplane": "radius_ratio", "hypersphere": "init_radius_ratio"}[config["subspace"]]
+    if config[wrong] is not None:
+        raise ConfigError(f"{wrong} does not apply to subspace: {config['subspace']} (radius_ratio is the "
+                          "hypersphere's fixed radius, init_radius_ratio the hyperplane's starting one)")
+    if config["subspace"] == "hypersphere" and config["radius_ratio"] is None:
+        config["radius_ratio"] = 1.0
+    if config["augment"] == "rff" and (isinstance(config["rff_features"], bool)
+                                       or not isinstance(config["rff_features"], int) or config["rff_features"] < 1):
+        raise ConfigError(f"augment: rff needs rff_features, a positive integer, got {config['rff_features']!r}")
+    for key in ("trainable_projection", "normalize_columns"):
+        if not isinstance(config[key], bool):
+            raise ConfigError(f"{key} must be true or false, got {config[key]!r}")
+    if config["trainable_projection"] and config["projection"] != "dense":
+        raise ConfigError(f"trainable_projection needs projection: dense, got {config['projection']!r}")
+    if config["projection"] != "dense" and (not config["normalize_columns"] or config["projection_init"] != "gaussian"):
+        raise ConfigError(f"normalize_columns and projection_init apply to projection: dense, not {config['projection']!r}")
     return config
 
 
@@ -94,6 +140,36 @@ def _positive_int(config: dict, key: str) -> None:
     value = config[key]
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{key} must be a positive integer, got {value!r}")
+
+
+def subspace_options(config: dict) -> dict:
+    """:class:`SubspaceModel` keyword arguments for the config's shape, augmentation and dense-P options."""
+    sphere = config["subspace"] == "hypersphere"
+    options = {"subspace": config["subspace"],
+               "radius_ratio": config["radius_ratio"] if sphere else config["init_radius_ratio"],
+               "augment": config["augment"], "trainable_projection": config["trainable_projection"]}
+    if config["augment"] == "rff":
+        options["augment_options"] = {"features": config["rff_features"], "scale": config["rff_scale"]}
+    if config["projection"] == "dense":
+        options.update(normalize_columns=config["normalize_columns"], init=config["projection_init"])
+    return options
+
+
+def geometry(net: nn.Module) -> dict:
+    """What the built model derived from its config: r_X, r0, P's width, how many numbers are trained."""
+    if isinstance(net, SubspaceModel):
+        return {"r_X": net.r_X, "r0": net.r0, "projection_width": net.projection.d,
+                "trained_parameters": net.num_trained()}
+    r = radius(net)
+    return {"r_X": r, "r0": r, "projection_width": None, "trained_parameters": sum(p.numel() for p in net.parameters())}
+
+
+@torch.no_grad()
+def radius(net: nn.Module) -> float:
+    """||theta_D||_2: the norm of all the network's parameters as it runs now."""
+    if isinstance(net, SubspaceModel):
+        return net.radius()
+    return float(nn.utils.parameters_to_vector(net.parameters()).double().norm())
 
 
 def default_out(config: dict) -> Path:
@@ -175,6 +251,8 @@ def train_step(net: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor
 
 #: the file a run continues from (``resume``); sweeps continue half-run points from it
 CHECKPOINT = "checkpoint.pt"
+#: a trained dense P (trainable_projection), stored as P^T [width, D]
+TRAINED_P = "projection_PT.npy"
 
 
 def train(config: dict, out_dir: str | Path | None = None, resume: bool = False, quiet: bool = False) -> dict:
@@ -194,7 +272,7 @@ def train(config: dict, out_dir: str | Path | None = None, resume: bool = False,
     seed, dim = config["seed"], config["dim"]
     try:
         net, D, d = build_network(config["model"], model_kwargs(config, data), seed, dim,
-                                  config["projection"], seed)
+                                  config["projection"], seed, subspace_options=subspace_options(config))
     except UserError:
         raise
     except ValueError as exc:  # e.g. an unknown activation in model_kwargs
@@ -202,6 +280,9 @@ def train(config: dict, out_dir: str | Path | None = None, resume: bool = False,
     batches = Batches(data)
     lr = config["full_lr"] if d is None and config["full_lr"] is not None else config["lr"]
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+    if d is not None:
+        net.attach_optimizer(optimizer)  # the shape's step rule (hypersphere: stay on the sphere)
+    shape = geometry(net)
     order_gen = torch.Generator().manual_seed(seed)
     start_epoch, elapsed_before = 0, 0.0
     run = RunDir(out)
@@ -213,7 +294,7 @@ def train(config: dict, out_dir: str | Path | None = None, resume: bool = False,
         start_epoch, elapsed_before = state["epoch"], state["elapsed"]
         run.truncate_metrics(start_epoch, "epoch")
     else:
-        run.write_config({**config, "D": D, "d": d, "data_source": data.source})
+        run.write_config({**config, "D": D, "d": d, "data_source": data.source, **shape})
     if not quiet:
         print(f"train: {config['task']} D={D} d={dim} projection={config['projection'] if d else None} "
               f"seed={seed} data={data.describe} -> {out}", file=sys.stderr)
@@ -240,7 +321,7 @@ def train(config: dict, out_dir: str | Path | None = None, resume: bool = False,
         train_time = time.time() - t_epoch
         test_acc = accuracy(net, batches, batches.x_test, batches.y_test, config["eval_batch_size"])
         row = {"epoch": epoch, "train_loss": loss_sum / n, "train_acc_running": correct / n,
-               "test_acc": test_acc, "epoch_train_time_s": train_time,
+               "test_acc": test_acc, "radius": radius(net), "epoch_train_time_s": train_time,
                "wall_time_s": elapsed_before + time.time() - t_start}
         run.log(row)
         if not quiet:
@@ -263,11 +344,14 @@ def train(config: dict, out_dir: str | Path | None = None, resume: bool = False,
                "batch_size": bs, "lr": lr, "train_examples": n,
                "wall_time_s": wall, "threads": config["threads"],
                "data_source": data.source, "data_description": data.describe,
-               "data_dir": str(data_root(config["data_dir"]))}
+               "data_dir": str(data_root(config["data_dir"])),
+               **{k: config[k] if d else None for k in SUBSPACE_KEYS}, **shape, "radius_final": radius(net)}
     if d is None:
         run.save_theta(nn.utils.parameters_to_vector(net.parameters()).detach().numpy(), "theta_D.npy")
     else:
         run.save_theta(net.get_flat())
+        if net.trainable_projection:  # no longer a function of the seed: kept beside theta_d
+            run.save_theta(net.projection.PT.detach().numpy(), TRAINED_P)
         save_fingerprint(run.path, net)  # lets rlsub eval refuse a differently rebuilt theta_0 / P
     run.write_summary(summary)
     return summary
