@@ -146,6 +146,16 @@ class SubspaceModel(nn.Module):
         step, theta_D put back on the sphere after it); returns the hook handles (none for a hyperplane)."""
         return self.shape.attach(self, optimizer)
 
+    def options(self) -> dict:
+        """The keyword arguments (beyond module, d, projection, seed) that rebuild this model's map."""
+        out = {"subspace": self.shape.name, "radius_ratio": self.shape.radius_ratio, "augment": self.augment.name,
+               "trainable_projection": self.trainable_projection}
+        if self.augment.name == "rff":
+            out["augment_options"] = {"features": self.augment.features, "scale": self.augment.scale}
+        if self.projection_kind == "dense":
+            out.update(normalize_columns=self.projection.normalize_columns, init=self.projection.init)
+        return out
+
     def num_trained(self) -> int:
         """How many numbers training changes: d, plus D x width with a trainable P."""
         return sum(p.numel() for p in self.parameters())
@@ -227,12 +237,15 @@ def save_checkpoint(path: str | os.PathLike, model: SubspaceModel, config: dict)
     and, for a module with buffers (batch-norm running statistics), ``buffers.npz``.
 
     ``config`` must let ``build`` (see :func:`load_checkpoint`) rebuild the same module, including
-    the seed its initialisation came from; the projection's kind, d and seed are added here.
+    the seed its initialisation came from; the projection's kind, d and seed and the model's
+    :meth:`~SubspaceModel.options` (shape, augmentation, dense-P options) are added here; a trained P
+    is a parameter of the state dict and goes to ``buffers.npz`` with the module's buffers.
     Files are written atomically (temporary file, then rename).
     """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    full = dict(config, projection=model.projection_kind, d=model.d, projection_seed=model.seed, D=model.D)
+    full = dict(config, projection=model.projection_kind, d=model.d, projection_seed=model.seed, D=model.D,
+                subspace_options=model.options())
     atomic_write_text(path / "config.json", json.dumps(full, indent=2, sort_keys=True))
     atomic_save_npy(path / "theta_d.npy", model.get_flat())
     buffers = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items() if k != "theta_d"}
@@ -244,7 +257,8 @@ def load_checkpoint(path: str | os.PathLike, build: Callable[[dict], nn.Module])
     """Rebuild a model from a checkpoint folder; ``build(config)`` returns the freshly initialised module."""
     path = Path(path)
     config = json.loads((path / "config.json").read_text())
-    model = SubspaceModel(build(config), config["d"], config["projection"], config["projection_seed"])
+    model = SubspaceModel(build(config), config["d"], config["projection"], config["projection_seed"],
+                          **config.get("subspace_options", {}))
     if model.D != config["D"]:
         raise ProjectionError(f"rebuilt module has D = {model.D}, checkpoint says {config['D']}")
     model.set_flat(np.load(path / "theta_d.npy"))

@@ -342,3 +342,23 @@ def test_resume_continues_exactly_on_the_sphere_and_with_a_trained_P(tmp_path, e
     assert resumed["radius_final"] == straight["radius_final"]
     for name in ["theta_d.npy"] + ([trainer.TRAINED_P] if "trainable_projection" in extra else []):
         assert np.array_equal(np.load(tmp_path / "a" / name), np.load(tmp_path / "b" / name))
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"subspace": "hypersphere", "radius_ratio": 2.0},
+    {"augment": "rff", "augment_options": {"features": 3, "scale": 0.3}, "trainable_projection": True,
+     "init": "uniform", "normalize_columns": False},
+], ids=["sphere", "rff-trainable"])
+def test_checkpoint_round_trip_keeps_shape_augmentation_and_trained_P(tmp_path, kwargs):
+    from rlsub.subspace import load_checkpoint, save_checkpoint
+
+    model = SubspaceModel(small_net(), 4, projection="dense", seed=2, **kwargs)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    model.attach_optimizer(opt)
+    x, y = regression_batch()
+    nn.functional.cross_entropy(model(x), y).backward()
+    opt.step()
+    save_checkpoint(tmp_path / "ckpt", model, {"seed": 0})
+    restored = load_checkpoint(tmp_path / "ckpt", lambda cfg: small_net(cfg["seed"]))
+    assert restored.options() == model.options()
+    assert torch.equal(restored.theta_D(), model.theta_D())
