@@ -94,9 +94,8 @@ class Hypersphere(Shape):
     def renormalise(self, model) -> None:
         """theta_d *= r0 / ||P theta_d||, so that ||theta_D|| = r0."""
         r = float(model.projection(model.theta_d).double().norm())
-        if not math.isfinite(r) or r == 0:
-            raise FloatingPointError(f"theta_D has norm {r}: cannot put it back on the sphere")
-        model.theta_d.mul_(self.r0 / r)
+        if math.isfinite(r) and r > 0:  # a diverged step (nan) is left for the trainer to report
+            model.theta_d.mul_(self.r0 / r)
 
     @torch.no_grad()
     def remove_radial(self, model) -> None:
