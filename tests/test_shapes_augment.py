@@ -304,11 +304,20 @@ def test_supervised_run_records_radius_and_subspace_and_reloads(tmp_path, extra)
         assert summary["r0"] == pytest.approx(2 * summary["r_X"], rel=1e-12)
         assert [r["radius"] for r in rows] == pytest.approx([summary["r0"]] * 2, rel=1e-6)
         assert summary["trained_parameters"] == 12 and summary["projection_width"] == 12
+        from rlsub.export import export_run
+
+        export_run(tmp_path / "run", tmp_path / "model.npz")  # config + seed + theta_d rebuild the sphere
+        assert rlsub.load_run(tmp_path / "model.npz").evaluate()["value"] == summary["test_accuracy"]
     elif extra.get("augment") == "rff":
         assert summary["augment"] == "rff" and summary["projection_width"] == 12 + 10
         assert summary["trained_parameters"] == 12 + D * 22  # no longer a 12-dimensional search
         assert summary["r0"] == pytest.approx(0.5 * summary["r_X"], rel=1e-6)
         assert (tmp_path / "run" / trainer.TRAINED_P).is_file()
+        from rlsub.export import export_run
+        from rlsub.loading import LoadError
+
+        with pytest.raises(LoadError, match="trained its projection"):
+            export_run(tmp_path / "run", tmp_path / "model.npz")
     else:
         assert summary["subspace"] is None and summary["trained_parameters"] == D
         final = np.load(tmp_path / "run" / "theta_D.npy").astype(np.float64)
