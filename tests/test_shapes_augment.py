@@ -17,6 +17,7 @@ from rlsub.augment import AUGMENTATIONS, make_augmentation
 from rlsub.config import ConfigError
 from rlsub.models import build_model
 from rlsub.projections import make_projection, projection_rng
+from rlsub.shapes import SHAPES
 from rlsub.subspace import SubspaceModel
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -371,3 +372,21 @@ def test_checkpoint_round_trip_keeps_shape_augmentation_and_trained_P(tmp_path, 
     restored = load_checkpoint(tmp_path / "ckpt", lambda cfg: small_net(cfg["seed"]))
     assert restored.options() == model.options()
     assert torch.equal(restored.theta_D(), model.theta_D())
+
+
+@pytest.mark.parametrize("name", sorted(SHAPES))
+def test_every_shape_trains_with_theta_d_its_only_parameter(name):
+    model = SubspaceModel(small_net(), 6, "fastfood", 0, subspace=name, radius_ratio=1.5)
+    assert [n for n, _ in model.named_parameters()] == ["theta_d"] and list(model.state_dict()) == ["theta_d"]
+    assert model.r0 == pytest.approx(1.5 * model.r_X) and model.radius() == pytest.approx(model.r0, rel=1e-5)
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    model.attach_optimizer(opt)
+    x, y = regression_batch()
+    losses = []
+    for _ in range(50):
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
