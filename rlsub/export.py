@@ -61,6 +61,9 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike) -> dict:
     if out.suffix != ".npz":
         raise LoadError(f"{out}: an export file must end in .npz")
     record = read_record(run)
+    if record.config.get("trainable_projection") and str(record.config.get("dim")) != "full":
+        raise LoadError(f"{run}: the run trained its projection P, so the model is not config + seeds + theta_d "
+                        "and has no export; load the run directory itself")
     loaded = LOADERS[record.trainer](record)
     data = _payload(record, loaded.fingerprint())
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -60,14 +60,14 @@ class RunRecord:
 def fingerprint(model: SubspaceModel) -> np.ndarray:
     """Numbers that identify theta_0 and P, float64 [2 + 2 * FINGERPRINT_PROBES].
 
-    ``[theta_0 . u, |theta_0|, (P v_k) . u, |P v_k|]`` for a fixed random u [D] and probes v_k [d]:
+    ``[theta_0 . u, |theta_0|, (P v_k) . u, |P v_k|]`` (``P phi(v_k)`` under an augmentation) for a fixed random u [D] and probes v_k [d]:
     another seed, kind, D, d or initialisation changes them by far more than rounding does.
     """
     rng = np.random.default_rng(FINGERPRINT_SEED)
     u = rng.standard_normal(model.D)
     v = rng.standard_normal((FINGERPRINT_PROBES, model.d)).astype(np.float32)
     with torch.no_grad():
-        pv = model.projection(torch.from_numpy(v)).double().numpy()
+        pv = model.offset(torch.from_numpy(v)).double().numpy()  # P phi(v): also identifies an augmentation
     t0 = model.theta_0.double().numpy()
     return np.array([t0 @ u, np.linalg.norm(t0), *(pv @ u), *np.linalg.norm(pv, axis=1)])
 
@@ -372,7 +372,15 @@ class SupervisedRun(LoadedRun):
         shape = SimpleNamespace(x_train=np.empty((0, *self.SHAPES[self.config["dataset"]]), np.uint8), num_classes=10)
         seed = self.config["seed"]
         self.model, D, d = build_network(self.config["model"], sv.model_kwargs(self.config, shape), seed,
-                                         self.config["dim"], self.config["projection"], seed)
+                                         self.config["dim"], self.config["projection"], seed,
+                                         subspace_options=sv.subspace_options(self.config))
+        if d is not None and self.model.trainable_projection:  # a trained P is data, not a seed
+            path = Path(record.source) / sv.TRAINED_P
+            if not path.is_file():
+                raise LoadError(f"{record.source}: the run trained its projection, but {sv.TRAINED_P} is not there "
+                                "(exports do not carry a trained P)")
+            with torch.no_grad():
+                self.model.projection.PT.copy_(torch.from_numpy(np.load(path)))
         self._check(self.model if d is not None else None, D)
         if d is None:
             torch.nn.utils.vector_to_parameters(torch.from_numpy(record.theta), self.model.parameters())

@@ -6,7 +6,8 @@ state is read or written (every draw comes from a ``numpy.random.Generator`` see
 four values).
 
 - ``dense``: N(0, 1) entries, each column scaled to unit norm. Memory O(D d); refused above
-  ``max_dense_bytes`` (2 GiB by default).
+  ``max_dense_bytes`` (2 GiB by default). Options: the entries' distribution (``init``: gaussian,
+  uniform, sparse), ``normalize_columns`` and ``trainable`` (P an ``nn.Parameter``).
 - ``sparse``: ceil(sqrt(D)) entries of random sign per column at random rows (the "very sparse"
   projection of Li, Hastie, Church 2006), columns scaled to exactly unit norm. Memory
   O(d sqrt(D)), held as CSR matrices for P and P^T.
@@ -30,6 +31,8 @@ from rlsub.errors import UserError
 from rlsub.hadamard import fwht_, gather_mul, next_power_of_two, scatter_add
 
 GiB = 1024**3
+#: the largest dense P built unless the caller raises it (``max_dense_bytes``)
+MAX_DENSE_BYTES = 2 * GiB
 
 _KIND_CODES = {"dense": 1, "sparse": 2, "fastfood": 3, "identity": 4}
 
@@ -124,12 +127,43 @@ class Projection(nn.Module):
         raise NotImplementedError
 
 
+#: distributions of a dense P's entries (``projection_init``), each of unit variance
+DENSE_INITS = ("gaussian", "uniform", "sparse")
+
+
+def dense_entries(rng: np.random.Generator, d: int, D: int, init: str = "gaussian") -> np.ndarray:
+    """A [d, D] float32 array of i.i.d. unit-variance entries (rows are columns of P).
+
+    ``gaussian``: N(0, 1); ``uniform``: U(-sqrt 3, sqrt 3); ``sparse``: +-sqrt(s) with probability
+    1 / (2 s) each and 0 otherwise, s = sqrt(D) (the "very sparse" distribution of Li, Hastie,
+    Church 2006, about sqrt(D) nonzeros per column, as in the Goldilocks-zone poster).
+    """
+    if init == "gaussian":
+        return rng.standard_normal((d, D), dtype=np.float32)
+    if init == "uniform":
+        return rng.uniform(-math.sqrt(3.0), math.sqrt(3.0), size=(d, D)).astype(np.float32)
+    if init == "sparse":
+        s = math.sqrt(D)
+        u = rng.random((d, D), dtype=np.float32)
+        return (np.where(u < 0.5 / s, 1.0, 0.0) - np.where(u > 1 - 0.5 / s, 1.0, 0.0)).astype(np.float32) * np.float32(
+            math.sqrt(s))
+    raise ProjectionError(f"unknown projection_init {init!r}; choose one of {list(DENSE_INITS)}")
+
+
 class DenseProjection(Projection):
-    """Dense Gaussian P with unit-norm columns, stored as [d, D] so that rows are columns of P."""
+    """Dense P, stored as [d, D] so that rows are columns of P.
+
+    Entries are i.i.d. of unit variance (``init``, see :func:`dense_entries`; Gaussian by default).
+    With ``normalize_columns`` (the default, as in Li et al.) each column is scaled to exactly unit
+    norm; without it the entries are divided by sqrt(D), so columns have unit norm in expectation
+    only. ``trainable`` turns P into an ``nn.Parameter`` (the slides' trainable projection), trained
+    by autograd through ``x @ PT``; it is then no longer a function of the seed alone.
+    """
 
     kind = "dense"
 
-    def __init__(self, D: int, d: int, seed: int, max_dense_bytes: int = 2 * GiB):
+    def __init__(self, D: int, d: int, seed: int, max_dense_bytes: int = MAX_DENSE_BYTES, normalize_columns: bool = True,
+                 init: str = "gaussian", trainable: bool = False):
         super().__init__(D, d, seed)
         need = self.D * self.d * 4
         if need > max_dense_bytes:
@@ -138,10 +172,33 @@ class DenseProjection(Projection):
                 f"limit of {max_dense_bytes / GiB:.2f} GiB; use projection 'sparse' or 'fastfood' "
                 "(or raise max_dense_bytes)"
             )
+        self.normalize_columns, self.init, self.trainable = bool(normalize_columns), init, bool(trainable)
         rng = projection_rng(self.kind, self.D, self.d, self.seed)
-        pt = rng.standard_normal((self.d, self.D), dtype=np.float32)
-        pt /= np.linalg.norm(pt, axis=1, keepdims=True)
-        self.register_buffer("PT", torch.from_numpy(pt))
+        pt = dense_entries(rng, self.d, self.D, init)
+        if self.normalize_columns:
+            norms = np.linalg.norm(pt, axis=1, keepdims=True)
+            if not norms.all():  # only 'sparse' entries can leave a column empty
+                raise ProjectionError(f"dense projection seed {seed} drew an empty column; use another seed")
+            pt /= norms
+        else:
+            pt /= np.float32(math.sqrt(self.D))
+        if self.trainable:
+            self.PT = nn.Parameter(torch.from_numpy(pt))
+        else:
+            self.register_buffer("PT", torch.from_numpy(pt))
+
+    def forward(self, theta_d: torch.Tensor) -> torch.Tensor:
+        if not self.trainable:
+            return super().forward(theta_d)
+        x = self._check(theta_d, self.d, "theta_d")  # autograd reaches both theta_d and P
+        return (x.reshape(-1, self.d).to(torch.float32) @ self.PT).reshape(*theta_d.shape[:-1], self.D)
+
+    def nbytes(self) -> int:
+        return super().nbytes() + sum(p.numel() * p.element_size() for p in self.parameters())
+
+    def extra_repr(self) -> str:
+        return (super().extra_repr() + f", init={self.init}, normalize_columns={self.normalize_columns}"
+                + (", trainable" if self.trainable else ""))
 
     def _map(self, x):
         return x @ self.PT

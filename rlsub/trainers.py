@@ -72,12 +72,14 @@ def build_network(
     projection: str = "fastfood",
     projection_seed: int = 0,
     what: str = "network",
+    subspace_options: dict | None = None,
 ) -> tuple[nn.Module, int, int | None]:
     """The network a config asks for: (module, D, d), with d None for ``dim == 'full'``.
 
     The module's initialisation (theta_0) comes from ``init_seed``; for a subspace ``dim`` it is
     wrapped in :class:`SubspaceModel` with P from ``(projection, D, dim, projection_seed)``.
-    ``what`` names the network in the error for d > D ("policy", "network").
+    ``what`` names the network in the error for d > D ("policy", "network"); ``subspace_options``
+    go to :class:`SubspaceModel` (subspace shape, augmentation, trainable or dense-P options).
     """
     dim = parse_dim(dim)
     try:
@@ -89,7 +91,7 @@ def build_network(
         return net, D, None
     if dim > D:
         raise ConfigError(f"dim = {dim} exceeds the {what}'s D = {D}")
-    return SubspaceModel(net, dim, projection=projection, seed=projection_seed), D, dim
+    return SubspaceModel(net, dim, projection=projection, seed=projection_seed, **(subspace_options or {})), D, dim
 
 
 def load_run_config(run_dir: str | Path, defaults: dict) -> dict:

@@ -306,7 +306,8 @@ def test_pong_policy_regenerates_its_virtual_batch_norm_reference():
     from rlsub.models import VirtualBatchNorm
 
     run = rlsub.load_run(ROOT / "results/es/short_runs/pong_d6000")
-    norms = [m for m in run.model.module.modules() if isinstance(m, VirtualBatchNorm)]
+    # the actor runs a plain copy of the module (parameters as views of theta_D): its norms hold the statistics
+    norms = [m for m in run.actor._plain.modules() if isinstance(m, VirtualBatchNorm)]
     assert run.actor._vbn and len(norms) == 3
     assert all(int(m.num_batches_tracked) == 1 and float(m.running_var.mean()) != 1.0 for m in norms)
     assert run.evaluate(episodes=1, max_steps=20)["lengths"] == [20]

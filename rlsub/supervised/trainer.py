@@ -8,9 +8,15 @@ evaluated; at the end the whole training set is evaluated too, in eval mode, so 
 tasks (shuffled labels) can use ``train_accuracy`` as their metric. Accuracies are higher-is-better
 and lie in [0, 1] (``metric_min = 0``).
 
-The run directory holds ``config.json``, ``metrics.jsonl`` (one row per epoch), ``summary.json``,
-``theta_d.npy`` (``theta_D.npy``, the flat parameters, for full-space runs) and ``checkpoint.pt``
-(the state after the last finished epoch, for ``resume``).
+The subspace's shape (hyperplane / hypersphere), augmentation (none / power / rff) and dense-P
+options come from the config (``subspace_options``) and are built by :class:`SubspaceModel`; the
+trainer only hands it the optimiser (``attach_optimizer``, the hypersphere's step rule).
+
+The run directory holds ``config.json`` (with r_X, r0, P's width and the number of trained
+parameters), ``metrics.jsonl`` (one row per epoch, with ``radius`` = ||theta_D||), ``summary.json``
+(with ``radius_final``), ``theta_d.npy`` (``theta_D.npy``, the flat parameters, for full-space runs;
+``projection_PT.npy`` beside it when P was trained) and ``checkpoint.pt`` (the state after the last
+finished epoch, for ``resume``).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from rlsub.augment import AUGMENTATIONS
 from rlsub.config import (
     Bool,
     ConfigError,
@@ -41,7 +48,9 @@ from rlsub.config import (
 from rlsub.errors import UserError
 from rlsub.loading import save_fingerprint
 from rlsub.models import MODELS
+from rlsub.projections import DENSE_INITS
 from rlsub.rundir import RunDir, check_out_dir, default_run_dir
+from rlsub.shapes import SHAPES as SUBSPACE_SHAPES
 from rlsub.subspace import SubspaceModel, atomic_write
 from rlsub.supervised.data import ImageData, data_root, load_dataset
 from rlsub.trainers import build_network
@@ -66,17 +75,31 @@ DEFAULTS: dict = {
     "metric": "test_accuracy",  # test_accuracy | train_accuracy (memorisation tasks)
     "eval_batch_size": 1000,
     "threads": 1,  # torch CPU threads
+    # the subspace's shape and map (rlsub.shapes, rlsub.augment, rlsub.projections); ignored for dim: full
+    "subspace": "hyperplane",  # hyperplane (theta_0 + P theta_d) | hypersphere (P theta_d, ||theta_D|| = r0 fixed)
+    "radius_ratio": None,  # hypersphere: r0 / r_X, r_X = ||theta_0|| of the standard init (None: 1.0)
+    "init_radius_ratio": None,  # hyperplane: theta_0 rescaled to this multiple of r_X (None: unscaled)
+    "augment": "none",  # none | power ([t; t^2]) | rff ([t; cos(Bt) - 1; sin(Bt)]), projected by a wider P
+    "rff_features": None,  # rff: rows of B (cos / sin pairs); P then has d + 2 rff_features columns
+    "rff_scale": 1.0,  # rff: standard deviation of B's entries
+    "trainable_projection": False,  # dense P trained with theta_d (small D only: P, grad, Adam moments in memory)
+    "normalize_columns": True,  # dense P: unit-norm columns (false: entries / sqrt(D), unit norm on average)
+    "projection_init": "gaussian",  # dense P's entries: gaussian | uniform | sparse
 }
+
+#: config keys of the subspace's shape and map, recorded in every summary (None for dim: full)
+SUBSPACE_KEYS = ("subspace", "radius_ratio", "init_radius_ratio", "augment", "rff_features", "rff_scale",
+                 "trainable_projection", "normalize_columns", "projection_init")
 
 METRICS = ("test_accuracy", "train_accuracy")
 
 #: dataset -> (channels, height, width, classes): the network's shape without loading the data
-SHAPES = {"mnist": (1, 28, 28, 10), "cifar10": (3, 32, 32, 10)}
+DATA_SHAPES = {"mnist": (1, 28, 28, 10), "cifar10": (3, 32, 32, 10)}
 
 #: the type and range of every key of DEFAULTS (checked by rlsub.config.check)
 SCHEMA: dict = {
     "task": Str(null=True),
-    "dataset": Str(choices=sorted(SHAPES)),
+    "dataset": Str(choices=sorted(DATA_SHAPES)),
     "data_dir": Str(null=True),
     "model": Str(choices=sorted(MODELS)),
     "model_kwargs": Mapping(),
@@ -94,6 +117,15 @@ SCHEMA: dict = {
     "metric": Str(choices=METRICS),
     "eval_batch_size": Int(min=1),
     "threads": Int(min=1),
+    "subspace": Str(choices=sorted(SUBSPACE_SHAPES)),
+    "radius_ratio": Float(gt=0, null=True),
+    "init_radius_ratio": Float(gt=0, null=True),
+    "augment": Str(choices=sorted(AUGMENTATIONS)),
+    "rff_features": Int(min=1, null=True),
+    "rff_scale": Float(gt=0),
+    "trainable_projection": Bool(),
+    "normalize_columns": Bool(),
+    "projection_init": Str(choices=sorted(DENSE_INITS)),
 }
 
 #: keys a resumed run may change (its budget and where the data are); any other must match its record
@@ -106,12 +138,25 @@ def resolve(config_path: str | None, overrides: dict) -> dict:
     config = resolve_config(DEFAULTS, SCHEMA, config_path, overrides)
     if config["task"] is None:
         config["task"] = f"{config['dataset']}_{config['model']}"
+    wrong = {"hyperplane": "radius_ratio", "hypersphere": "init_radius_ratio"}[config["subspace"]]
+    if config[wrong] is not None:
+        raise ConfigError(f"{wrong} does not apply to subspace: {config['subspace']} (radius_ratio is the "
+                          "hypersphere's fixed radius, init_radius_ratio the hyperplane's starting one)")
+    if config["subspace"] == "hypersphere" and config["radius_ratio"] is None:
+        config["radius_ratio"] = 1.0
+    if config["augment"] == "rff" and (isinstance(config["rff_features"], bool)
+                                       or not isinstance(config["rff_features"], int) or config["rff_features"] < 1):
+        raise ConfigError(f"augment: rff needs rff_features, a positive integer, got {config['rff_features']!r}")
+    if config["trainable_projection"] and config["projection"] != "dense":
+        raise ConfigError(f"trainable_projection needs projection: dense, got {config['projection']!r}")
+    if config["projection"] != "dense" and (not config["normalize_columns"] or config["projection_init"] != "gaussian"):
+        raise ConfigError(f"normalize_columns and projection_init apply to projection: dense, not {config['projection']!r}")
     return config
 
 
 def dimension(config: dict) -> int:
     """D of the network a resolved config asks for, without loading data or training."""
-    c, h, _, classes = SHAPES[config["dataset"]]
+    c, h, _, classes = DATA_SHAPES[config["dataset"]]
     kwargs = dict(config["model_kwargs"])
     if config["model"] == "mlp":
         kwargs.setdefault("in_dim", c * h * h)
@@ -132,6 +177,36 @@ def _read_checkpoint(path: Path) -> dict:
     except Exception as exc:  # cut short by a kill or a full disk, or not a checkpoint
         raise UserError(f"cannot resume: {path} is damaged ({type(exc).__name__}: "
                         f"{' '.join(str(exc).split())[:200]}); restore it or start a new run") from None
+
+
+def subspace_options(config: dict) -> dict:
+    """:class:`SubspaceModel` keyword arguments for the config's shape, augmentation and dense-P options."""
+    sphere = config["subspace"] == "hypersphere"
+    options = {"subspace": config["subspace"],
+               "radius_ratio": config["radius_ratio"] if sphere else config["init_radius_ratio"],
+               "augment": config["augment"], "trainable_projection": config["trainable_projection"]}
+    if config["augment"] == "rff":
+        options["augment_options"] = {"features": config["rff_features"], "scale": config["rff_scale"]}
+    if config["projection"] == "dense":
+        options.update(normalize_columns=config["normalize_columns"], init=config["projection_init"])
+    return options
+
+
+def geometry(net: nn.Module) -> dict:
+    """What the built model derived from its config: r_X, r0, P's width, how many numbers are trained."""
+    if isinstance(net, SubspaceModel):
+        return {"r_X": net.r_X, "r0": net.r0, "projection_width": net.projection.d,
+                "trained_parameters": net.num_trained()}
+    r = radius(net)
+    return {"r_X": r, "r0": r, "projection_width": None, "trained_parameters": sum(p.numel() for p in net.parameters())}
+
+
+@torch.no_grad()
+def radius(net: nn.Module) -> float:
+    """||theta_D||_2: the norm of all the network's parameters as it runs now."""
+    if isinstance(net, SubspaceModel):
+        return net.radius()
+    return float(nn.utils.parameters_to_vector(net.parameters()).double().norm())
 
 
 def default_out(config: dict) -> Path:
@@ -213,6 +288,8 @@ def train_step(net: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor
 
 #: the file a run continues from (``resume``); sweeps continue half-run points from it
 CHECKPOINT = "checkpoint.pt"
+#: a trained dense P (trainable_projection), stored as P^T [width, D]
+TRAINED_P = "projection_PT.npy"
 
 
 def train(config: dict, out_dir: str | Path | None = None, resume: bool = False, quiet: bool = False) -> dict:
@@ -230,7 +307,7 @@ def train(config: dict, out_dir: str | Path | None = None, resume: bool = False,
     seed, dim = config["seed"], config["dim"]
     try:
         net, D, d = build_network(config["model"], model_kwargs(config, data), seed, dim,
-                                  config["projection"], seed)
+                                  config["projection"], seed, subspace_options=subspace_options(config))
     except UserError:
         raise
     except ValueError as exc:  # e.g. an unknown activation in model_kwargs
@@ -238,6 +315,9 @@ def train(config: dict, out_dir: str | Path | None = None, resume: bool = False,
     batches = Batches(data)
     lr = config["full_lr"] if d is None and config["full_lr"] is not None else config["lr"]
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+    if d is not None:
+        net.attach_optimizer(optimizer)  # the shape's step rule (hypersphere: stay on the sphere)
+    shape = geometry(net)
     order_gen = torch.Generator().manual_seed(seed)
     start_epoch, elapsed_before = 0, 0.0
     if resume:
@@ -253,7 +333,7 @@ def train(config: dict, out_dir: str | Path | None = None, resume: bool = False,
     if resume:
         run.truncate_metrics(start_epoch, "epoch")
     else:
-        run.write_config({**config, "D": D, "d": d, "data_source": data.source})
+        run.write_config({**config, "D": D, "d": d, "data_source": data.source, **shape})
     if not quiet:
         print(f"train: {config['task']} D={D} d={dim} projection={config['projection'] if d else None} "
               f"seed={seed} data={data.describe} -> {out}", file=sys.stderr)
@@ -280,7 +360,7 @@ def train(config: dict, out_dir: str | Path | None = None, resume: bool = False,
         train_time = time.time() - t_epoch
         test_acc = accuracy(net, batches, batches.x_test, batches.y_test, config["eval_batch_size"])
         row = {"epoch": epoch, "train_loss": loss_sum / n, "train_acc_running": correct / n,
-               "test_acc": test_acc, "epoch_train_time_s": train_time,
+               "test_acc": test_acc, "radius": radius(net), "epoch_train_time_s": train_time,
                "wall_time_s": elapsed_before + time.time() - t_start}
         run.log(row)
         if not quiet:
@@ -303,11 +383,14 @@ def train(config: dict, out_dir: str | Path | None = None, resume: bool = False,
                "batch_size": bs, "lr": lr, "train_examples": n,
                "wall_time_s": wall, "threads": config["threads"],
                "data_source": data.source, "data_description": data.describe,
-               "data_dir": str(data_root(config["data_dir"]))}
+               "data_dir": str(data_root(config["data_dir"])),
+               **{k: config[k] if d else None for k in SUBSPACE_KEYS}, **shape, "radius_final": radius(net)}
     if d is None:
         run.save_theta(nn.utils.parameters_to_vector(net.parameters()).detach().numpy(), "theta_D.npy")
     else:
         run.save_theta(net.get_flat())
+        if net.trainable_projection:  # no longer a function of the seed: kept beside theta_d
+            run.save_theta(net.projection.PT.detach().numpy(), TRAINED_P)
         save_fingerprint(run.path, net)  # lets rlsub eval refuse a differently rebuilt theta_0 / P
     run.write_summary(summary)
     return summary
