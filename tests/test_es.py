@@ -349,3 +349,49 @@ def test_openai_es_update_in_chunks_matches_the_formula(monkeypatch):
             # Adam's first step: lr sqrt(1 - b2) / (1 - b1) m / (sqrt(v) + eps) = lr g / (|g| + eps / sqrt(1 - b2))
             expect = 0.01 * g / (np.abs(g) + 1e-8 / np.sqrt(0.001))
         np.testing.assert_allclose(opt.x, expect, rtol=1e-6)
+
+
+def test_hostfile_that_names_no_host_is_one_clear_error(tmp_path):
+    empty = tmp_path / "hosts"
+    empty.write_text("# every node is down\n\n")
+    proc = subprocess.run(["scripts/mpirun_hosts.sh", str(empty), "2", "true"], capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        f"mpirun_hosts: error: host file {empty} names no hosts (one host a line, e.g. node01:16)"]
+
+
+@pytest.mark.mpi
+def test_mpi_hostfile_launch_on_localhost(tmp_path):
+    """The cluster launch line (scripts/es_at_scale.md) on this machine: a host file naming localhost."""
+    hosts = tmp_path / "hosts"
+    hosts.write_text("localhost:3\n")
+    common = ["--config", "configs/es/cartpole.yaml", "--generations", "3", "--pairs", "7", "--seed", "5", "--quiet"]
+    env = dict(os.environ, PATH=f"{VENV_BIN}:{os.environ['PATH']}")
+    proc = subprocess.run(["scripts/mpirun_hosts.sh", str(hosts), "3", str(VENV_BIN / "rlsub"), "es", *common,
+                           "--out", str(tmp_path / "n3")], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "n3" / "summary.json").read_text())["n_ranks"] == 3
+    one = _mpirun(1, [str(VENV_BIN / "rlsub"), "es", *common, "--out", str(tmp_path / "n1")])
+    assert one.returncode == 0, one.stderr
+    assert np.array_equal(np.load(tmp_path / "n1" / "theta_d.npy"), np.load(tmp_path / "n3" / "theta_d.npy"))
+
+
+def test_resume_refuses_observation_statistics_of_another_size(tmp_path):
+    """A checkpoint whose observation statistics do not fit the environment (Humanoid-v4 gives 376
+    numbers, v5 348): one clear error, the run left as it was."""
+    trainer.train(cartpole(generations=2, checkpoint_every=1), tmp_path / "r", quiet=True)
+    ckpt = tmp_path / "r" / "checkpoint.npz"
+    state = dict(np.load(ckpt))
+    state.update(obs_sum=np.zeros(348), obs_sumsq=np.ones(348))
+    np.savez(ckpt, **state)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir()}
+    with pytest.raises(trainer.UserError, match=r"statistics of \(348,\) observations, but the environment gives \(4,\)"):
+        trainer.train(cartpole(generations=4, checkpoint_every=1), tmp_path / "r", resume=True, quiet=True)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir()} == before
+
+
+@pytest.mark.parametrize("env_id", ["Pong-v5", "PongNoFrameskip-v4"])
+def test_atari_id_without_the_ale_namespace_names_the_right_id(env_id, capsys, tmp_path):
+    assert main(["es", "--config", "configs/es/pong.yaml", "--set", f"env={env_id}", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Atari games need the ALE/ namespace, e.g. 'ALE/Pong-v5'" in err[0]
+    assert not (tmp_path / "r").exists()

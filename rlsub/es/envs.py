@@ -66,7 +66,17 @@ def check_env_id(env_id: str) -> None:
     try:
         gym.spec(env_id)
     except gym.error.Error as exc:
-        raise ConfigError(f"cannot make environment {env_id!r}: {exc}") from None
+        raise ConfigError(f"cannot make environment {env_id!r}: {exc}{_ale_hint(env_id)}") from None
+
+
+def _ale_hint(env_id: str) -> str:
+    """For an Atari game named without its namespace (Pong-v5, PongNoFrameskip-v4): the ALE id."""
+    if env_id.startswith("ALE/"):
+        return ""
+    register_ale()
+    game = env_id.split("-")[0].replace("NoFrameskip", "").replace("Deterministic", "")
+    candidates = sorted(i for i in gym.registry if i.startswith(f"ALE/{game}-"))
+    return f"; Atari games need the ALE/ namespace, e.g. {candidates[-1]!r}" if candidates else ""
 
 
 def register_ale() -> None:

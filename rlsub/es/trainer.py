@@ -170,7 +170,7 @@ def build_policy(config: dict, env) -> tuple[SubspaceModel, int]:
     return net, D
 
 
-def _load_checkpoint(path: Path, n_opt: int, seed: int, obs_norm: bool) -> dict:
+def _load_checkpoint(path: Path, n_opt: int, seed: int, obs_shape: tuple | None) -> dict:
     """The arrays of an ES checkpoint, checked against the run (UserError if missing or damaged)."""
     if not path.exists():
         raise ConfigError(f"cannot resume: no checkpoint in {path.parent}")
@@ -180,11 +180,14 @@ def _load_checkpoint(path: Path, n_opt: int, seed: int, obs_norm: bool) -> dict:
     except Exception as exc:  # zipfile.BadZipFile, EOFError, ValueError, OSError: cut short or damaged
         raise UserError(f"cannot resume: {path} is damaged ({type(exc).__name__}: {exc}); "
                         f"restore it or start a new run") from None
-    need = ["x", "generation", "timesteps", "episodes", "elapsed"] + (["obs_count"] if obs_norm else [])
+    need = ["x", "generation", "timesteps", "episodes", "elapsed"] + (["obs_count"] if obs_shape else [])
     missing = [k for k in need if k not in state]
     if missing or state["x"].shape != (n_opt,):
         raise UserError(f"cannot resume: {path} does not belong to this run "
                         f"({'missing ' + ', '.join(missing) if missing else 'theta_d of shape ' + str(state['x'].shape)})")
+    if obs_shape and "obs_sum" in state and tuple(state["obs_sum"].shape) != tuple(obs_shape):
+        raise UserError(f"cannot resume: {path} holds statistics of {tuple(state['obs_sum'].shape)} observations, but "
+                        f"the environment gives {tuple(obs_shape)} (another environment or version?)")
     if "seed" in state and int(state["seed"]) != seed:
         raise UserError(f"cannot resume: {path} was written by seed {int(state['seed'])}, not {seed}")
     return state
@@ -229,7 +232,7 @@ def train(config: dict, out_dir: str | Path | None = None, resume: bool = False,
     run = RunDir(out) if rank == 0 else None
     ckpt_path = out / "checkpoint.npz"
     if resume:
-        state = _load_checkpoint(ckpt_path, n_opt, seed, obs_stats is not None)
+        state = _load_checkpoint(ckpt_path, n_opt, seed, obs_shape if obs_stats is not None else None)
         opt.load(state)
         if obs_stats is not None:
             obs_stats.load(state)
