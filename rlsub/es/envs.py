@@ -61,12 +61,15 @@ def _spec_steps(env_id: str) -> int | None:
 
 def check_env_id(env_id: str) -> None:
     """ConfigError unless gymnasium knows ``env_id`` (without building the environment)."""
-    if env_id.startswith("ALE/"):
-        register_ale()
+    register_ale()
     try:
-        gym.spec(env_id)
+        spec = gym.spec(env_id)
     except gym.error.Error as exc:
         raise ConfigError(f"cannot make environment {env_id!r}: {exc}{_ale_hint(env_id)}") from None
+    if "ale_py" in str(spec.entry_point) and not env_id.startswith("ALE/"):
+        # ale-py's old-style ids (Pong-v4, PongNoFrameskip-v4) would skip the Atari preprocessing
+        raise ConfigError(f"cannot use {env_id!r}: Atari games are run by their ALE/ id, which gets the "
+                          f"preprocessing (frame skip, 84x84 grey, 4 frames){_ale_hint(env_id).replace(';', ',', 1)}")
 
 
 def _ale_hint(env_id: str) -> str:
