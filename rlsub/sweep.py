@@ -425,7 +425,7 @@ def _execute(config: dict, plan: list, comm, quiet: bool, command: str) -> None:
             reused = _finished(config, point)
             t = time.time()
             summary = _run_point(config, point, quiet, comm if config["trainer"] == "es" else None)
-            if rank == 0:
+            if rank == 0 and not reused:  # a reused point changes nothing: the outputs are written at the end
                 write_outputs(config, command)
             progress.point(k, point, summary, time.time() - t, reused)
     else:
@@ -458,7 +458,8 @@ def _spread(config: dict, plan: list, comm, quiet: bool, command: str) -> None:
         reused = _finished(config, point)
         t = time.time()
         summary = _run_point(config, point, quiet, MPI.COMM_SELF if config["trainer"] == "es" else None)
-        write_outputs(config, command)
+        if not reused:
+            write_outputs(config, command)
         progress.point(k, point, summary, time.time() - t, reused)
     comm.Barrier()
     if comm.Get_rank() == 0:
