@@ -113,13 +113,21 @@ def check_out_dir(path: str | Path, resume: bool = False) -> None:
             raise UserError(f"{path} exists and is not a folder; choose another --out")
         if any((path / name).exists() for name in ("config.json", "summary.json", "metrics.jsonl")):
             raise UserError(f"{path} already holds a run; choose another --out (or --resume it)")
+    check_writable(path)
+
+
+def check_writable(path: str | Path, what: str = "") -> None:
+    """UserError unless ``path`` (a folder, existing or not) can be written: its nearest existing
+    ancestor is a folder, and a writable one. ``what`` names the contents in the message."""
+    path = Path(path)
     existing = path
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
+    target = f"{what} to {path}" if what else f"to {path}"
     if not existing.is_dir():
-        raise UserError(f"cannot create {path}: {existing} is a file, not a folder")
+        raise UserError(f"cannot write {target}: {existing} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f"cannot write to {path}: {existing} is not writable")
+        raise UserError(f"cannot write {target}: {existing} is not writable")
 
 
 class RunDir:

@@ -44,7 +44,7 @@ from rlsub.config import (
     resolve_config,
 )
 from rlsub.errors import UserError
-from rlsub.rundir import git_commit, machine, write_json
+from rlsub.rundir import check_writable, git_commit, machine, write_json
 from rlsub.subspace import atomic_write_text
 from rlsub.trainers import get_trainer
 
@@ -361,7 +361,7 @@ def run_sweep(config: dict, command: str = "", quiet: bool = False) -> dict:
     results = Path(config["results"])
     check_plan(config)  # bad overrides or d > D end the sweep before anything runs or is written
     if rank == 0:
-        check_results_dir(results)
+        check_writable(results, "the sweep's results")
         _read_points(results)  # a damaged point summary is reported before anything runs
     results.mkdir(parents=True, exist_ok=True)
     if rank == 0:
@@ -402,17 +402,6 @@ def _cross_check_plan(config: dict, points: list[dict]) -> list[tuple]:
             continue
         plan.append((int(p["dim"]), p["seed"], cc["optimizer"]))
     return sorted(plan, key=lambda t: (t[0], t[1]))
-
-
-def check_results_dir(path: Path) -> None:
-    """UserError unless the sweep can write ``path``: not a file, not under a file, writable."""
-    existing = path
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise UserError(f"cannot write the sweep's results to {path}: {existing} is a file, not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f"cannot write the sweep's results to {path}: {existing} is not writable")
 
 
 def _execute(config: dict, plan: list, comm, quiet: bool, command: str) -> None:
