@@ -148,7 +148,8 @@ def analyse_sweep(points: list[dict], threshold_frac: float = 0.9, n_boot: int =
 def value_at(point: dict, rows: list[dict], frac: float) -> float | None:
     """The value ``point`` would have had with ``frac`` of its budget, from its logged evaluations:
     the last evaluation within the budget (the best one for DQN runs that select their best model);
-    a run that stopped early (target reached) keeps its final value; at frac = 1, its value.
+    a run that stopped early (target reached) keeps its final value; at frac = 1, its value; None
+    before its first evaluation.
 
     The point carries its budget (see :func:`budget_of`): ``budget_key`` (the metrics.jsonl column
     that counts it), ``budget`` and ``budget_offset`` (1 where rows count from 0: row g ends g + 1
@@ -166,7 +167,7 @@ def value_at(point: dict, rows: list[dict], frac: float) -> float | None:
     if last_logged < limit and point.get("stopped_early"):
         return float(point["value"])
     if not evals:
-        return float(point.get("metric_min") or 0.0)  # nothing learned yet, as far as the record shows
+        return None  # no evaluation yet at this budget: the point has no value there
     if point.get("trainer") == "dqn" and point.get("select") == "best":
         return max(evals)
     return evals[-1]

@@ -70,7 +70,7 @@ def es_point(dim, seed, value, evals, budget=100, stopped=False):
 
 def test_value_at_reads_the_last_evaluation_within_the_budget():
     p, rows = es_point(4, 0, 300.0, [(20, 50.0), (40, 120.0), (60, 250.0), (100, 300.0)])
-    assert analysis.value_at(p, rows, 0.1) == 0.0  # no evaluation yet: the metric's minimum
+    assert analysis.value_at(p, rows, 0.1) is None  # no evaluation yet: no value
     assert analysis.value_at(p, rows, 0.2) == 50.0
     assert analysis.value_at(p, rows, 0.59) == 120.0
     assert analysis.value_at(p, rows, 0.6) == 250.0

@@ -14,12 +14,12 @@ def run(args) -> int:
     from rlsub.report import compare_tasks
 
     out, rows = compare_tasks(args.results, args.out)
+    print(f"{'task':<28}  {'d_int90':>8}  {'interpolated':>12}  {'paper':>8}")
     for r in rows:
         if r["measured"]:
-            if r.get("reached"):
-                d = f"{r['d_int90']} (interpolated {r['d_int90_interp']:.3g})"
-            else:
-                d = "not reached"
-            print(f"{r['key']:>28}: d_int90 {d:>26}   paper {r['paper_d_int90'] or '-'}")
+            grid, interp = (f"{r['d_int90']:,}", f"{r['d_int90_interp']:,.1f}") if r.get("reached") \
+                else (f"> {r['top_dim']:,}", "-")
+            paper = f"{r['paper_d_int90']:,}" if r["paper_d_int90"] else "-"
+            print(f"{r['key']:<28}  {grid:>8}  {interp:>12}  {paper:>8}")
     print(f"report: {out}")
     return 0
