@@ -315,10 +315,10 @@ class DQNRun(LoadedRun):
 
         The trainer's evaluation environment (seed + 10,000) served the periodic evaluations before
         the final one, so replaying means skipping their resets first. That gives the same episodes
-        only where the environment draws random numbers at reset alone (not Atari: sticky actions),
-        and only for runs from before model selection (no ``select`` key recorded).
+        only where the environment draws random numbers at reset alone (not Atari: sticky actions).
+        Model selection (``select: best``) changes the parameters, not the environment's resets.
         """
-        return not self.config["atari"] and "select" not in self.record.config
+        return not self.config["atari"]
 
     def evaluate(self, episodes=None, seed=None, max_steps=None, frames=None) -> dict:
         """Deterministic episodes on a fresh evaluation environment seeded with ``seed``

@@ -56,7 +56,11 @@ def test_set_values_are_typed_yaml_and_nested():
     assert sets == {"dqn": {"learning_rate": 1e-4}, "net_arch": [64, 64], "cma": {"popsize": 16},
                     "target_return": NULL, "env": "CartPole-v1"}
     config = get_trainer("dqn").resolve(CONFIGS["dqn"], parse_sets(["dqn.learning_rate=1e-4"]))
-    assert config["dqn"]["learning_rate"] == 1e-4 and config["dqn"]["buffer_size"] == 100000  # others kept
+    from rlsub.config import load_yaml
+
+    yaml_dqn = load_yaml(CONFIGS["dqn"])["dqn"]
+    assert config["dqn"]["learning_rate"] == 1e-4 != yaml_dqn["learning_rate"]
+    assert config["dqn"]["buffer_size"] == yaml_dqn["buffer_size"]  # the other keys are kept
 
 
 def test_set_null_unsets_a_key_from_the_yaml():

@@ -17,8 +17,8 @@ from rlsub.export import export_bytes, export_run
 ROOT = Path(__file__).resolve().parent.parent
 ES_D1 = ROOT / "results/cartpole_es/runs/d1_s0"  # its eval returns vary from episode to episode
 ES_FULL = ROOT / "results/cartpole_es/runs/dfull_s0"
-DQN_D25 = ROOT / "results/dqn/cartpole_d25_s0"
-DQN_FULL = ROOT / "results/dqn/cartpole_dfull_s0"  # mean 240.9 over 20 episodes of up to 500 steps
+DQN_D25 = ROOT / "results/cartpole_dqn/runs/d25_s0"  # select: best, 50-episode final evaluation
+DQN_FULL = ROOT / "results/cartpole_dqn/runs/dfull_s0"
 MNIST_D750 = ROOT / "results/mnist_fc/runs/d750_s0"
 HUMANOID_OLD = ROOT / "results/es/short_runs/humanoid_v4_d700"  # obs_norm, but no obs_norm.npz / checkpoint
 
@@ -96,10 +96,10 @@ def test_dqn_run_loads_and_reproduces_its_final_evaluation(tmp_path):
     q = run.model.policy.q_net
     assert q.d == 25 and q.D == 562 and run.subspace_model is q.q_net
     np.testing.assert_array_equal(q.q_net.get_flat(), np.load(DQN_D25 / "theta_d.npy"))
-    # 20 episodes on the trainer's evaluation environment (seed + 10,000), after replaying the resets
-    # of its 3 periodic evaluations: mean and spread as recorded
+    # the final evaluation's episodes on the trainer's evaluation environment (seed + 10,000), after
+    # replaying the resets of its periodic evaluations: mean and spread as recorded
     result = run.evaluate()
-    assert result["replayed"] and result["episodes"] == 20
+    assert result["replayed"] and result["episodes"] == summary(DQN_D25)["eval_episodes"]
     assert (result["value"], result["std"]) == (summary(DQN_D25)["value"], summary(DQN_D25)["value_std"])
     export_run(DQN_D25, tmp_path / "dqn.npz")
     again = rlsub.load_run(tmp_path / "dqn.npz").evaluate(episodes=3)
@@ -107,7 +107,7 @@ def test_dqn_run_loads_and_reproduces_its_final_evaluation(tmp_path):
     assert rlsub.load_run(DQN_D25).evaluate(episodes=3, seed=5)["replayed"] is False
 
 
-@pytest.mark.slow  # about 10 s: 20 episodes of about 240 SB3 predict calls
+@pytest.mark.slow  # 50 episodes of up to 500 SB3 predict calls
 def test_dqn_full_space_run_reproduces_its_final_evaluation():
     run = rlsub.load_run(DQN_FULL)
     assert run.subspace_model is None and run.model.policy.q_net.D == 562
