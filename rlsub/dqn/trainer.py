@@ -142,8 +142,6 @@ def resolve(config_path: str | None, overrides: dict) -> dict:
     scale = config["reward_scale"]
     if config["atari"] and scale != 1.0:
         raise ConfigError("reward_scale is for non-Atari environments (Atari rewards are clipped to [-1, 1])")
-    if config["policy"] not in POLICIES:
-        raise ConfigError(f"unknown policy {config['policy']!r}; choose one of {list(POLICIES)}")
     if config["select"] == "best" and not config["eval_every"]:
         raise ConfigError("select: best needs periodic evaluations (eval_every > 0)")
     if config["solved_episodes"] and not isinstance(config["solved_return"], (int, float)):
