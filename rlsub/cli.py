@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "train": "rlsub.commands.train",
     "eval": "rlsub.commands.eval",
     "export": "rlsub.commands.export",
+    "configs": "rlsub.commands.configs",
 }
 
 
@@ -61,13 +62,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _absolute_data_env() -> None:
+    """A relative RLSUB_DATA is resolved once, against the folder rlsub started in (so that a run
+    that changes folder, and the processes it starts, read the same data)."""
+    import os
+
+    value = os.environ.get("RLSUB_DATA")
+    if value and not os.path.isabs(os.path.expanduser(value)):
+        os.environ["RLSUB_DATA"] = os.path.abspath(os.path.expanduser(value))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help()
         return 0
+    _absolute_data_env()
     try:
+        if getattr(args, "config", None):  # a file path or a shipped config's name, from any folder
+            from rlsub.named_configs import KIND_OF_COMMAND, find
+
+            args.config = find(args.config, KIND_OF_COMMAND.get(args.command))
         return int(args._run(args) or 0)
     except UserError as exc:
         print(f"rlsub {args.command}: error: {one_line(exc)}", file=sys.stderr)

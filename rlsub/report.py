@@ -99,10 +99,37 @@ def build_rows(sweeps: dict[str, dict]) -> list[dict]:
                        baseline_below=s.get("baseline_below_dims") or [],
                        by_optimizer=s.get("by_optimizer"), fixed=s.get("fixed_criterion"),
                        seeds=s.get("seeds"), value_rule=s.get("value_rule"), threshold=s.get("threshold"),
-                       budget_curve=s.get("budget_curve"))
+                       budget_curve=s.get("budget_curve"), export=_export_at(s))
         row["paper_ratio_mnist"] = (paper["d_int90"] / ref_paper) if paper else None
         rows.append(row)
     return rows
+
+
+def _export_at(s: dict) -> dict | None:
+    """Bytes of the export (rlsub export) of the point at the grid d_int90, first seed that has a run,
+    beside the full model's float32 bytes: the compressed description of a solution (the paper's
+    MDL view). None when d_int90 was not reached or no run directory is there."""
+    from rlsub.export import export_bytes
+
+    d = s.get("d_int90")
+    if d is None or not s.get("reached") or "_path" not in s:
+        return None
+    runs = Path(s["_path"]).parent / "runs"
+    for seed in s.get("seeds") or []:
+        run = runs / f"d{d}_s{seed}"
+        if (run / "summary.json").exists():
+            try:
+                return {**export_bytes(run), "run": run.name}
+            except (UserError, OSError, ValueError, KeyError):
+                return None
+    return None
+
+
+def _bytes(n: int) -> str:
+    for unit, size in (("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{n} B"
 
 
 def markdown(rows: list[dict], results: str) -> str:
@@ -122,16 +149,20 @@ def markdown(rows: list[dict], results: str) -> str:
         "interpolated one within 10% over the last quarter of it; computed from the runs' logged evaluations, "
         "`plots/d_int90_budget.png`).",
         "",
+        "Export at d_int90: the size of `rlsub export` of the run at the grid d_int90 (first seed: config, "
+        "seeds, theta_d and observation statistics, compressed) beside the full model's D float32 numbers; "
+        "the compressed description of a solution (the paper's MDL view).",
+        "",
         "| task | domain | D | d_int90 (grid; interp.) | bootstrap 16-84% | paper d_int90 | vs MNIST FC (ours) |"
-        " vs MNIST FC (paper) | D / d_int90 | baseline | settled | budget |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        " vs MNIST FC (paper) | D / d_int90 | export at d_int90 vs full model | baseline | settled | budget |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     notes = []
     for r in rows:
         paper_ratio = _ratio_words(r["paper_ratio_mnist"])
         if not r["measured"]:
             lines.append(f"| {r['task']} | {r['domain']} | {_fmt(r['paper_D'])} | not measured | - | "
-                         f"{_fmt(r['paper_d_int90'])} | - | {paper_ratio} | - | - | - | `{r['command']}` |")
+                         f"{_fmt(r['paper_d_int90'])} | - | {paper_ratio} | - | - | - | - | `{r['command']}` |")
             continue
         if r["reached"]:
             d = f"{_fmt(r['d_int90'])} ({_fmt(r['d_int90_interp'])})"
@@ -146,12 +177,14 @@ def markdown(rows: list[dict], results: str) -> str:
         if r.get("unreached_frac"):
             boot += f" ({r['unreached_frac']:.0%} unreached)"
         comp = f"{r['compression']:.3g}x" if r.get("compression") else "-"
+        e = r.get("export")
+        export = "-" if not e else f"{_bytes(e['bytes'])} vs {_bytes(e['full_bytes'])} ({e['full_bytes'] / e['bytes']:.3g}x)"
         base = f"{_fmt(r['baseline'])} {r['metric']}"
         if r["baseline_below"]:
             base += f" (BELOW the subspace points at d = {', '.join(_fmt(x) for x in r['baseline_below'])})"
         settled = {True: "yes", False: "no", None: "-"}[r.get("settled")]
         lines.append(f"| {r['task']} | {r['domain']} | {_fmt(r['D'])} | {d} | {boot} | {_fmt(r['paper_d_int90'])} | "
-                     f"{_ratio_words(r['ratio_mnist'])} | {paper_ratio} | {comp} | {base} | {settled} | "
+                     f"{_ratio_words(r['ratio_mnist'])} | {paper_ratio} | {comp} | {export} | {base} | {settled} | "
                      f"{r['budget']} |")
         for src in r["sources"]:
             if "jpeg" in str(src).lower():

@@ -108,8 +108,13 @@ def resolve(path: str | Path, results_root: str | Path = "results", overrides: d
         raise ConfigError(f"{path}: {exc}" if not str(exc).startswith(str(path)) else str(exc)) from None
     config["name"] = config["name"] or Path(path).stem
     get_trainer(config["trainer"])  # unknown trainer -> ConfigError
-    if not config["config"] or not Path(config["config"]).is_file():
+    if not config["config"]:
         raise ConfigError(f"{path}: 'config' must name the trainer's config file, got {config['config']!r}")
+    # relative to the sweep file's folder (or a shipped config's name), not to the working folder
+    from rlsub.named_configs import resolve_relative
+
+    kind = {"es": "es", "dqn": "dqn", "supervised": "supervised"}.get(config["trainer"])
+    config["config"] = resolve_relative(config["config"], path, kind)
     if config["mode"] == "grid" and not config["dims"]:
         raise ConfigError(f"{path}: a grid sweep needs a non-empty 'dims' list")
     if "full" in config["dims"]:

@@ -1,24 +1,27 @@
 """Hyperparameter search for a DQN config with Optuna (TPE sampler, median pruner), as
-rl-baselines3-zoo tunes SB3 agents (its ``sample_dqn_params`` search space, narrowed to the budget).
+rl-baselines3-zoo tunes SB3 agents (its ``sample_dqn_params`` search space).
 
-Each trial trains the config's network (by default the full-space baseline, ``dim: full``) for the
-config's ``timesteps`` with one tuning seed (not one of the seeds the sweeps report), evaluates it
-every ``--eval-every`` steps (``--eval-episodes`` deterministic episodes, reported to the pruner) and
-scores the trial the way a run is scored (``select: best``): the model with the best periodic
-evaluation, re-evaluated on ``--final-episodes`` fresh episodes.
+Each trial trains the config's network (by default the full-space baseline, ``dim: full``) once per
+tuning seed (``--seeds``, kept apart from the seeds the sweeps report) with rlsub's own DQN trainer,
+so a trial is scored exactly as a sweep point is: the config's budget, periodic evaluations
+(``eval_every``, ``eval_every_episodes``; each reported to the pruner), model selection
+(``select``) and final evaluation (``eval_episodes`` fresh episodes). The trial's score is the mean
+of its seeds' values.
 
-Run (the trials land in OUT/trials.jsonl after every trial; the study itself in
-OUT/study.db, so a stopped search continues where it was when started again):
+Run (the trials land in OUT/trials.jsonl after every trial; the study itself in OUT/study.db, so
+a stopped search continues where it was when started again; several workers may share it):
 
     python scripts/tune_dqn.py --config configs/dqn/cartpole.yaml --trials 30 --out results/dqn_tuning
 
-``--fixed key=value`` keeps a setting out of the search (e.g. ``--fixed reward_scale=0.1``).
+``--fixed key=value`` keeps a setting out of the search (e.g. ``--fixed reward_scale=0.1``);
+``--enqueue FILE:N`` starts the search with the N best trials of an earlier search's trials.jsonl.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,8 +33,8 @@ from rlsub.subspace import atomic_write_text
 
 
 def sample_params(trial) -> dict:
-    """The zoo's DQN search space (hyperparams_opt.sample_dqn_params), trimmed to a 50k-step budget:
-    target intervals and learning starts beyond a fifth of the budget are left out."""
+    """The zoo's DQN search space (hyperparams_opt.sample_dqn_params), plus a constant or linearly
+    decaying learning rate (the zoo's "lin_" schedules)."""
     train_freq = trial.suggest_categorical("train_freq", [1, 4, 8, 16, 128, 256])
     subsample = trial.suggest_categorical("subsample_steps", [1, 2, 4, 8])
     return {
@@ -49,42 +52,40 @@ def sample_params(trial) -> dict:
 
 
 def objective(trial, args, fixed: dict) -> float:
+    """The mean, over the tuning seeds, of the value a run of the config reports (rlsub.dqn.trainer.train
+    itself: the same schedules, periodic evaluations, model selection and final evaluation as every
+    sweep point). Each periodic evaluation is reported to the pruner, seed after seed."""
     import optuna
-    import torch
 
     from rlsub.dqn import trainer
 
     params = sample_params(trial)
-    config = trainer.resolve(args.config, {**fixed, "seed": args.seed, "dim": args.dim, "dqn": params})
-    torch.set_num_threads(1)
-    env = trainer.make_env(config, config["seed"])
-    eval_env = trainer.make_env(config, config["seed"] + 10_000, evaluation=True)
-    model = trainer.build_model(config, env)
-    q = model.policy.q_net
-    best, best_params, curve = -np.inf, None, []
-    t0 = time.time()
-    try:
-        for k, step in enumerate(range(args.eval_every, config["timesteps"] + 1, args.eval_every)):
-            model.learn(total_timesteps=args.eval_every, reset_num_timesteps=False)
-            value, _ = trainer.evaluate(model, eval_env, args.eval_episodes)
-            curve.append([step, value])
-            if value > best:
-                best, best_params = value, [p.detach().clone() for p in q.parameters()]
-            trial.report(value, k)  # the pruner counts evaluations
-            if trial.should_prune():
-                trial.set_user_attr("curve", curve)
-                raise optuna.TrialPruned()
-        with torch.no_grad():
-            for p, v in zip(q.parameters(), best_params):
-                p.copy_(v)
-        score, _ = trainer.evaluate(model, eval_env, args.final_episodes)
-    finally:
-        env.close()
-        eval_env.close()
-    trial.set_user_attr("curve", curve)
-    trial.set_user_attr("best_periodic", best)
+    lr_schedule = trial.suggest_categorical("lr_schedule", ["constant", "linear"])
+    values, curves, t0 = [], [], time.time()
+    for j, seed in enumerate(args.seeds):
+        config = trainer.resolve(args.config, {**fixed, "seed": seed, "dim": args.dim, "dqn": params,
+                                               "lr_schedule": lr_schedule, "save_model": False})
+        n_evals = config["timesteps"] // config["eval_every"]
+        curve = []
+        curves.append(curve)
+
+        def on_eval(t, value, j=j, n_evals=n_evals, curve=curve):
+            curve.append([t, value])
+            trial.report(value, j * n_evals + len(curve) - 1)  # the pruner counts evaluations
+            return not trial.should_prune()
+
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                summary = trainer.train(config, Path(tmp) / "run", quiet=True, on_eval=on_eval)
+            except trainer.TrainingStopped:
+                trial.set_user_attr("curves", curves)
+                trial.set_user_attr("seed_values", values)
+                raise optuna.TrialPruned() from None
+        values.append(summary["value"])
+    trial.set_user_attr("curves", curves)
+    trial.set_user_attr("seed_values", values)
     trial.set_user_attr("wall_time_s", round(time.time() - t0, 1))
-    return score
+    return float(np.mean(values))
 
 
 def export(study, out: Path, args, fixed: dict) -> None:
@@ -94,19 +95,26 @@ def export(study, out: Path, args, fixed: dict) -> None:
                      **t.user_attrs})
     atomic_write_text(out / "trials.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     done = [t for t in study.trials if t.state.name == "COMPLETE"]
-    # the best score; among trials that tie on it (several reach CartPole's maximum of 500), the one
-    # with the fewest gradient steps per environment step, i.e. the cheapest to run at every d
+    # the best score; among trials that tie on it, the one with the fewest gradient steps per
+    # environment step, i.e. the cheapest to run at every d
     top = max((t.value for t in done), default=None)
     tied = [t for t in done if t.value == top]
     best = min(tied, key=lambda t: (_dqn_params(t.params)["gradient_steps"] / t.params["train_freq"], t.number)) \
         if tied else None
+    from rlsub.dqn import trainer
+
+    base = trainer.resolve(args.config, fixed)
     write_json(out / "summary.json", {
-        "config": args.config, "fixed": fixed, "dim": args.dim, "tuning_seed": args.seed,
-        "timesteps_per_trial": None if not done else trial_budget(args), "eval_every": args.eval_every,
-        "eval_episodes": args.eval_episodes, "final_episodes": args.final_episodes,
-        "sampler": "TPESampler(seed = number of trials when the search (re)started)", "pruner": "MedianPruner(n_startup_trials=5, n_warmup_steps=3)",
+        "config": args.config, "fixed": fixed, "dim": args.dim, "tuning_seeds": args.seeds,
+        "timesteps_per_run": base["timesteps"], "eval_every": base["eval_every"],
+        "eval_every_episodes": base["eval_every_episodes"], "select": base["select"],
+        "eval_episodes": base["eval_episodes"], "score": "mean over the tuning seeds of each run's value",
+        "sampler": "TPESampler(seed = trials so far when a worker (re)started + 1000 x worker)",
+        "pruner": "MedianPruner(n_startup_trials=5, n_warmup_steps=4)",
         "n_trials": len(study.trials), "n_complete": len(done),
         "best": None if best is None else {"number": best.number, "value": best.value,
+                                           "seed_values": best.user_attrs.get("seed_values"),
+                                           "lr_schedule": best.params.get("lr_schedule", "constant"),
                                            "dqn": _dqn_params(best.params)},
         "tied_at_best": [t.number for t in tied],
         "best_rule": "highest score; ties broken by the fewest gradient steps per environment step",
@@ -114,14 +122,8 @@ def export(study, out: Path, args, fixed: dict) -> None:
     })
 
 
-def trial_budget(args) -> int:
-    from rlsub.dqn import trainer
-
-    return trainer.resolve(args.config, {})["timesteps"]
-
-
 def _dqn_params(params: dict) -> dict:
-    out = {k: v for k, v in params.items() if k != "subsample_steps"}
+    out = {k: v for k, v in params.items() if k not in ("subsample_steps", "lr_schedule")}
     out["gradient_steps"] = max(params["train_freq"] // params["subsample_steps"], 1)
     return out
 
@@ -134,10 +136,11 @@ def main() -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--trials", type=int, default=30)
     p.add_argument("--dim", default="full")
-    p.add_argument("--seed", type=int, default=1000, help="tuning seed (keep it apart from the sweep's seeds)")
-    p.add_argument("--eval-every", type=int, default=5000)
-    p.add_argument("--eval-episodes", type=int, default=10)
-    p.add_argument("--final-episodes", type=int, default=20)
+    p.add_argument("--seeds", type=int, nargs="+", default=[1000, 1001, 1002],
+                   help="tuning seeds (keep them apart from the sweeps' seeds)")
+    p.add_argument("--worker", type=int, default=0, help="index of this worker when several share OUT")
+    p.add_argument("--enqueue", metavar="TRIALS_JSONL:N",
+                   help="first evaluate the N best complete trials of an earlier search")
     p.add_argument("--fixed", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args()
     fixed = {}
@@ -153,14 +156,21 @@ def main() -> None:
         if (out / "study.db").exists() else 0
     study = optuna.create_study(
         study_name="dqn", storage=storage, load_if_exists=True, direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=n_before),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=3))
-    remaining = args.trials - len([t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")])
-    if args.trials == 0:  # only rewrite the outputs from the stored study
-        remaining = 0
-    for _ in range(max(remaining, 0)):
-        study.optimize(lambda t: objective(t, args, fixed), n_trials=1)
-        export(study, out, args, fixed)
+        sampler=optuna.samplers.TPESampler(seed=n_before + 1000 * args.worker),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=4))
+    if args.enqueue and n_before == 0:
+        path, _, n = args.enqueue.rpartition(":")
+        earlier = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+        earlier = sorted((r for r in earlier if r["state"] == "COMPLETE"), key=lambda r: -r["value"])[:int(n)]
+        for r in earlier:
+            study.enqueue_trial({"lr_schedule": "constant", **r["params"]})
+    if args.trials:
+        # several workers may share the study: together they stop at --trials finished trials
+        stop = optuna.study.MaxTrialsCallback(
+            args.trials, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))
+        while len([t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]) < args.trials:
+            study.optimize(lambda t: objective(t, args, fixed), n_trials=1, callbacks=[stop])
+            export(study, out, args, fixed)
     export(study, out, args, fixed)
     print(json.dumps(json.loads((out / "summary.json").read_text())["best"], indent=1))
 

@@ -203,3 +203,38 @@ def test_select_and_solved_settings_are_checked():
         trainer.resolve(None, {"select": "best", "eval_every": 0})
     with pytest.raises(trainer.ConfigError, match="needs solved_return"):
         trainer.resolve(None, {"solved_episodes": 10})
+
+
+def test_linear_lr_schedule_decays_the_optimiser_learning_rate_to_zero(tmp_path):
+    """lr_schedule: linear: the rate is lr x remaining progress (the formula at several points), the
+    optimiser ends the run at 0 where a constant schedule keeps lr, and model.zip keeps it."""
+    lr, T = 1e-3, 400
+    overrides = dict(dim=8, net_arch=[8, 8], timesteps=T, eval_episodes=1, eval_every=200,
+                     eval_every_episodes=1, log_every=200, metric_min=0, lr_schedule="linear",
+                     dqn=dict(TINY, learning_rate=lr))
+    config = trainer.resolve("configs/dqn/cartpole.yaml", overrides)
+    model = trainer.build_model(config, trainer.make_env(config, 0))
+    for p in (1.0, 0.5, 0.25, 0.0):
+        assert model.lr_schedule(p) == pytest.approx(lr * p, abs=1e-15)
+    model.learn(total_timesteps=T)  # the last gradient step is at t = T: remaining progress 0
+    assert model.policy.optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-15)
+    constant = trainer.resolve("configs/dqn/cartpole.yaml", {**overrides, "lr_schedule": "constant"})
+    other = trainer.build_model(constant, trainer.make_env(constant, 0))
+    other.learn(total_timesteps=T)
+    assert other.policy.optimizer.param_groups[0]["lr"] == pytest.approx(lr)
+    model.save(tmp_path / "m.zip")
+    assert DQN.load(tmp_path / "m.zip").lr_schedule(0.5) == pytest.approx(lr / 2)
+    with pytest.raises(trainer.ConfigError, match="lr_schedule must be one of"):
+        trainer.resolve(None, {"lr_schedule": "cosine"})
+
+
+def test_on_eval_returning_false_stops_training_after_that_evaluation(tmp_path):
+    overrides = dict(dim=8, net_arch=[8, 8], timesteps=1000, eval_episodes=1, eval_every=200,
+                     eval_every_episodes=1, log_every=100, metric_min=0, dqn=TINY)
+    seen = []
+    with pytest.raises(trainer.TrainingStopped):
+        trainer.train(trainer.resolve("configs/dqn/cartpole.yaml", overrides), tmp_path / "a",
+                      on_eval=lambda t, v: seen.append((t, v)) or len(seen) < 2)
+    assert [t for t, _ in seen] == [200, 400]
+    rows = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["timesteps"] == 400 and not (tmp_path / "a" / "summary.json").exists()

@@ -311,3 +311,24 @@ def test_pong_policy_regenerates_its_virtual_batch_norm_reference():
     assert run.actor._vbn and len(norms) == 3
     assert all(int(m.num_batches_tracked) == 1 and float(m.running_var.mean()) != 1.0 for m in norms)
     assert run.evaluate(episodes=1, max_steps=20)["lengths"] == [20]
+
+
+def test_report_column_gives_the_size_of_the_export_at_d_int90(tmp_path):
+    """compare-tasks' export column: the bytes of the file `rlsub export` writes for the run at the
+    grid d_int90 (first seed), beside 4 D."""
+    from rlsub.report import compare_tasks
+
+    src = ROOT / "results/cartpole_es"
+    s = summary(src)
+    d, seed = s["d_int90"], s["seeds"][0]
+    dest = tmp_path / "results" / "cartpole_es"
+    (dest / "runs").mkdir(parents=True)
+    shutil.copy(src / "summary.json", dest / "summary.json")
+    shutil.copytree(src / "runs" / f"d{d}_s{seed}", dest / "runs" / f"d{d}_s{seed}")
+    info = export_run(dest / "runs" / f"d{d}_s{seed}", tmp_path / "e.npz")
+    size = (tmp_path / "e.npz").stat().st_size
+    assert info["bytes"] == size
+    report, _ = compare_tasks(tmp_path / "results")
+    row = next(line for line in Path(report).read_text().splitlines() if line.startswith("| CartPole, ES"))
+    size_words = f"{size / 1e3:.3g} kB" if size >= 1e3 else f"{size} B"
+    assert f"{size_words} vs 2.25 kB ({2248 / size:.3g}x)" in row

@@ -11,7 +11,7 @@ HELP = "train DQN (stable-baselines3) with the Q-network in a random subspace of
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--config", required=True, help="YAML config, e.g. configs/dqn/cartpole.yaml")
+    p.add_argument("--config", required=True, help="YAML config: a file, or a shipped name such as cartpole (rlsub configs dqn)")
     p.add_argument("--dim", default=None, help="subspace dimension d (1 <= d <= D), or 'full' for the baseline")
     p.add_argument("--projection", choices=PROJECTION_CHOICES)
     p.add_argument("--seed", type=int, default=None, help="seed of the run (DQN, env, theta_0 and P)")

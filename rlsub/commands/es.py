@@ -12,7 +12,7 @@ HELP = "train a policy with Evolution Strategies in a random subspace (MPI-paral
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--config", help="YAML config (configs/es/*.yaml); keys as in rlsub.es.trainer.DEFAULTS")
+    p.add_argument("--config", help="YAML config: a file, or a shipped name such as cartpole (rlsub configs es); keys as in rlsub.es.trainer.DEFAULTS")
     p.add_argument("--dim", help="subspace dimension d, or 'full' for the full-space baseline")
     p.add_argument("--projection", choices=PROJECTION_CHOICES)
     p.add_argument("--seed", type=int)

@@ -6,7 +6,7 @@ HELP = "sweep d (grid or adaptive) for one trainer and measure d_int90"
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--config", required=True, help="sweep config (configs/sweeps/*.yaml)")
+    p.add_argument("--config", required=True, help="sweep config: a file, or a shipped name such as cartpole_es (rlsub configs lists them)")
     p.add_argument("--results", default="results", help="results root; the sweep writes RESULTS/<name>/")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any key of the sweep config, dotted for nested ones (YAML value), e.g. seeds=[0] or "

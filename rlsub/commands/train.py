@@ -9,7 +9,8 @@ HELP = "train an image classifier (MNIST, CIFAR-10) in a random subspace, or in 
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--config", help="YAML config (configs/supervised/*.yaml); keys as in "
+    p.add_argument("--config", help="YAML config: a file, or a shipped name such as mnist_fc (rlsub configs "
+                   "supervised); keys as in "
                    "rlsub.supervised.trainer.DEFAULTS")
     p.add_argument("--dim", help="subspace dimension d, or 'full' for the full-space baseline")
     p.add_argument("--projection", choices=PROJECTION_CHOICES)

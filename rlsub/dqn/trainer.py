@@ -68,6 +68,8 @@ DEFAULTS: dict[str, Any] = {
     "save_model": True,        # write the SB3 zip model.zip
     "reward_scale": 1.0,       # training rewards times this (Q-values scale with it); evaluation
                                # and the logged returns stay unscaled
+    "lr_schedule": "constant", # constant | linear (dqn.learning_rate decays linearly to 0 over the
+                               # run, rl-baselines3-zoo's "lin_" learning rates)
     "dqn": {                   # stable_baselines3.DQN keyword arguments
         "learning_rate": 1e-4,
         "buffer_size": 1_000_000,
@@ -88,6 +90,7 @@ DEFAULTS: dict[str, Any] = {
 
 POLICIES = ("mlp", "cnn")
 SELECT = ("best", "final")
+LR_SCHEDULES = ("constant", "linear")
 
 #: the type and range of every key of DEFAULTS (checked by rlsub.config.check)
 SCHEMA: dict = {
@@ -116,6 +119,7 @@ SCHEMA: dict = {
     "threads": Int(min=1),
     "save_model": Bool(),
     "reward_scale": Float(gt=0),
+    "lr_schedule": Str(choices=LR_SCHEDULES),
     "dqn": Section({
         "learning_rate": Float(gt=0),
         "buffer_size": Int(min=1),
@@ -217,14 +221,28 @@ def build_model(config: dict, env):
     if config["activation"] not in ACTIVATIONS:
         raise ConfigError(f"unknown activation {config['activation']!r}; choose one of {sorted(ACTIVATIONS)}")
     policy = SubspaceCnnPolicy if config["policy"] == "cnn" else SubspaceDQNPolicy
+    dqn_kwargs = dict(config["dqn"])
+    if config["lr_schedule"] == "linear":
+        # SB3 calls a schedule with the remaining progress, 1 at the start and 0 at the end
+        dqn_kwargs["learning_rate"] = _LinearSchedule(float(dqn_kwargs["learning_rate"]))
     policy_kwargs = dict(net_arch=list(config["net_arch"]), activation_fn=ACTIVATIONS[config["activation"]],
                          dim=config["dim"], projection=config["projection"],
                          projection_seed=config["projection_seed"], init_seed=config["init_seed"])
     try:
         return DQN(policy, env, policy_kwargs=policy_kwargs, seed=config["seed"], verbose=0, device="cpu",
-                   **config["dqn"])
+                   **dqn_kwargs)
     except (TypeError, AssertionError) as exc:  # an unknown SB3 argument; a continuous action space
         raise ConfigError(f"bad dqn settings for {config['env']}: {exc}") from None
+
+
+class _LinearSchedule:
+    """learning_rate x remaining progress (a class, not a lambda, so that model.zip pickles it)."""
+
+    def __init__(self, initial: float):
+        self.initial = initial
+
+    def __call__(self, progress_remaining: float) -> float:
+        return self.initial * progress_remaining
 
 
 def evaluate(model, env, episodes: int) -> tuple[float, float]:
@@ -235,7 +253,11 @@ def evaluate(model, env, episodes: int) -> tuple[float, float]:
     return float(mean), float(std)
 
 
-def _metrics_callback(run: RunDir, config: dict, eval_env, started: float):
+class TrainingStopped(Exception):
+    """Raised by train() when its ``on_eval`` hook asked to stop (e.g. a pruned search trial)."""
+
+
+def _metrics_callback(run: RunDir, config: dict, eval_env, started: float, on_eval=None):
     from stable_baselines3.common.callbacks import BaseCallback
 
     class MetricsRows(BaseCallback):
@@ -245,13 +267,14 @@ def _metrics_callback(run: RunDir, config: dict, eval_env, started: float):
             super().__init__()
             self.episodes = 0
             self.best = (-np.inf, None, None)  # (evaluation return, timesteps, q_net parameters)
+            self.stopped = False
 
         def _on_step(self) -> bool:
             self.episodes += int(np.sum(self.locals.get("dones", [])))
             t = self.num_timesteps
             if any(config[k] and t % config[k] == 0 for k in ("log_every", "eval_every")):
                 self.row(t)
-            return True
+            return not self.stopped
 
         def row(self, t: int) -> None:
             recent = [info["r"] for info in self.model.ep_info_buffer]
@@ -265,13 +288,17 @@ def _metrics_callback(run: RunDir, config: dict, eval_env, started: float):
                 if row["eval_return"] > self.best[0]:  # ties keep the earlier model
                     q = self.model.policy.q_net
                     self.best = (row["eval_return"], t, [p.detach().clone() for p in q.parameters()])
+                if on_eval is not None and on_eval(t, row["eval_return"]) is False:
+                    self.stopped = True
             run.log(row)
 
     return MetricsRows()
 
 
-def train(config: dict, out_dir: Path, resume: bool = False, quiet: bool = False) -> dict:
-    """Train, evaluate and write the run directory; returns the summary. ``quiet``: no progress bar."""
+def train(config: dict, out_dir: Path, resume: bool = False, quiet: bool = False, on_eval=None) -> dict:
+    """Train, evaluate and write the run directory; returns the summary. ``quiet``: no progress bar.
+    ``on_eval(timesteps, eval_return)`` is called after every periodic evaluation; if it returns
+    False, training stops there and TrainingStopped is raised (scripts/tune_dqn.py prunes this way)."""
     from stable_baselines3.common.logger import configure
 
     if resume:
@@ -286,13 +313,17 @@ def train(config: dict, out_dir: Path, resume: bool = False, quiet: bool = False
     model.set_logger(configure(str(run.path), ["csv", "tensorboard"]))
     q = model.policy.q_net
     started = time.time()
-    callback = _metrics_callback(run, config, eval_env, started)
+    callback = _metrics_callback(run, config, eval_env, started, on_eval)
     callbacks = [callback]
     if not quiet:
         from rlsub.dqn.callbacks import ProgressBar
 
         callbacks.append(ProgressBar(config["timesteps"]))
     model.learn(total_timesteps=config["timesteps"], callback=callbacks)
+    if callback.stopped:
+        env.close()
+        eval_env.close()
+        raise TrainingStopped(f"stopped by on_eval at {model.num_timesteps} timesteps")
     train_time = time.time() - started
     selected_at = model.num_timesteps
     if config["select"] == "best" and callback.best[2] is not None:
