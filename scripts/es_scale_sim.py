@@ -7,16 +7,18 @@ results/benchmarks/es_scale.json.
 Measured here, on the ranks this machine has, with synthetic returns (seeded) in place of episodes:
 - bytes all-gathered per generation (each rank's rows of pair index, two returns, two lengths, plus
   the pair's observation sums for Humanoid's 376 observations), as the trainer sends them;
-- the time of the update every rank computes (``rlsub.es.optimizers.OpenAIES.tell``: centered
-  ranks over 2 x pairs returns, regenerating every pair's noise, Adam), for d = 700 (the paper's
-  Humanoid d_int90) and for the full space (D = 166,673);
+- the update (``rlsub.es.optimizers.OpenAIES.tell``), which shares the regeneration of the pairs'
+  noise out over the ranks in fixed blocks of pairs: the time of one block's noise sum and of the
+  Adam step, for d = 700 (the paper's Humanoid d_int90) and for the full space (D = 166,673), and
+  the whole shared update between this machine's ranks at d = 700 (a check of the model);
 - the all-gather's time between these ranks.
-Modelled for R ranks (stated assumptions, not measurements): the all-gather by recursive doubling,
+Modelled for R ranks (stated assumptions, not measurements): an all-gather by recursive doubling,
 log2(R) latencies alpha plus (R - 1) / R of the gathered bytes at bandwidth beta (alpha = 30 us,
-beta = 1.25 GB/s, i.e. 10 Gb Ethernet); the generation's episodes, 2 x pairs episodes of L steps at
-the measured cost of one Humanoid-v4 step with the policy (``--step-ms``, from this machine's
-training runs), spread over R ranks. Overhead = (update + all-gather) / (episodes + update +
-all-gather).
+beta = 1.25 GB/s, i.e. 10 Gb Ethernet); the update's all-to-all as R - 1 latencies plus its sent and
+received bytes; a rank's update as ceil(blocks / R) blocks plus the Adam step; the generation's
+episodes, 2 x pairs episodes of L steps at the measured cost of one Humanoid-v4 step with the
+policy (``--step-ms``, from this machine's training runs), spread over R ranks.
+Overhead = (update + its communication + rows' all-gather) / (episodes + all of these).
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ def main() -> None:
                    help="one Humanoid step with the policy, ms (ES training runs here: 1,100-1,400 steps/s per rank)")
     p.add_argument("--lengths", type=int, nargs="+", default=[100, 1000], help="mean episode lengths modelled")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--block", type=int, nargs="+", default=[64, 10],
+                   help="update_block_pairs values modelled (64: the default; pairs / R: one block per rank)")
     args = p.parse_args()
     comm = MPI.COMM_WORLD
     rank, size = comm.Get_rank(), comm.Get_size()
@@ -66,29 +70,60 @@ def main() -> None:
         gather_s.append(time.perf_counter() - t)
     nbytes = sum(r.nbytes + o.nbytes for r, o in gathered)
     rows_bytes = sum(r.nbytes for r, _ in gathered)
-    update = {}
-    for n in args.dims:
-        opt = OpenAIES(n, {"seed": 0, "sigma": 0.02, "l2": 0.005, "pairs": args.pairs, "lr": 0.01})
-        times = []
-        for g in range(args.repeats if n < 10_000 else 1):
+    # The update as rlsub.es.optimizers.OpenAIES.tell runs it at scale: blocks of B pairs, rank r
+    # computes blocks r, r + R, ...; then an all-to-all of slices and an all-gather of n numbers.
+    # Measured here: one block's noise sum (what a rank computes per block it owns), the Adam step,
+    # and the whole shared tell() between this machine's ranks (n = 700) to check the model.
+    weights = rng.standard_normal(args.pairs)
+    block_s, adam_s, tell_here = {}, {}, {}
+    for B in args.block:
+        for n in args.dims:
+            opt = OpenAIES(n, {"seed": 0, "sigma": 0.02, "l2": 0.005, "pairs": args.pairs, "lr": 0.01,
+                               "update_block_pairs": B}, comm)
+            times = []
+            for g in range(args.repeats):
+                t = time.perf_counter()
+                opt._block_sum(g, weights, 0, B)
+                times.append(time.perf_counter() - t)
+            block_s[B, n] = float(np.median(times))
             t = time.perf_counter()
-            opt.tell(g, returns)
-            times.append(time.perf_counter() - t)
-        update[n] = float(np.median(times))
+            opt.adam.step(np.ones(n))
+            adam_s[n] = time.perf_counter() - t
+            if n <= 10_000:
+                times = []
+                for g in range(args.repeats):
+                    comm.Barrier()
+                    t = time.perf_counter()
+                    opt.tell(g, returns)
+                    times.append(time.perf_counter() - t)
+                tell_here[B, n] = float(np.median(times))
     if rank != 0:
         return
     model = []
-    for R in args.ranks:
-        comm_s = math.log2(R) * ALPHA + (R - 1) / R * nbytes / BETA
-        for n in args.dims:
-            for L in args.lengths:
-                episodes_s = 2 * args.pairs * L * args.step_ms / 1e3 / R
-                over = (update[n] + comm_s) / (episodes_s + update[n] + comm_s)
-                model.append({"ranks": R, "n": n, "episode_length": L, "episodes_s": episodes_s, "update_s": update[n],
-                              "allgather_s": comm_s, "overhead_frac": over})
+    for B in args.block:
+        K = math.ceil(args.pairs / B)
+        for R in args.ranks:
+            comm_s = math.log2(R) * ALPHA + (R - 1) / R * nbytes / BETA
+            for n in args.dims:
+                owned = math.ceil(K / R)
+                update_s = owned * block_s[B, n] + adam_s[n]
+                # all-to-all: R - 1 messages each way; sends owned x n, receives K x n / R float64
+                swap_s = (R - 1) * ALPHA + (owned * n + K * math.ceil(n / R)) * 8 / BETA
+                share_s = math.log2(R) * ALPHA + (R - 1) / R * n * 8 / BETA  # all-gather of the slices
+                for L in args.lengths:
+                    episodes_s = 2 * args.pairs * L * args.step_ms / 1e3 / R
+                    extra = update_s + swap_s + share_s + comm_s
+                    model.append({"block_pairs": B, "blocks": K, "ranks": R, "n": n, "episode_length": L,
+                                  "episodes_s": episodes_s, "update_s": update_s, "update_comm_s": swap_s + share_s,
+                                  "allgather_s": comm_s, "overhead_frac": extra / (episodes_s + extra)})
     result = {"pairs": args.pairs, "measured_ranks": size, "allgather_bytes": nbytes, "rows_bytes": rows_bytes,
               "obs_bytes": nbytes - rows_bytes, "allgather_s_measured": float(np.median(gather_s)),
-              "update_s": {str(k): v for k, v in update.items()}, "alpha_s": ALPHA, "beta_bytes_per_s": BETA,
+              "block_sum_s": {f"B={B} n={n}": v for (B, n), v in block_s.items()},
+              "adam_s": {str(k): v for k, v in adam_s.items()},
+              "tell_measured_s": {f"B={B} n={n}": v for (B, n), v in tell_here.items()},
+              "tell_modelled_here_s": {f"B={B} n={n}": math.ceil(math.ceil(args.pairs / B) / size) * block_s[B, n]
+                                       + adam_s[n] for (B, n) in tell_here},
+              "alpha_s": ALPHA, "beta_bytes_per_s": BETA,
               "step_ms": args.step_ms, "model": model, "git_commit": git_commit(), "machine": machine(),
               "date": time.strftime("%Y-%m-%d %H:%M"), "command": f"mpirun -n {size} python scripts/es_scale_sim.py"}
     write_json(OUT / "es_scale.json", result)
@@ -108,17 +143,27 @@ def _section(r: dict) -> str:
         f"({r['rows_bytes'] / 1e6:.2f} MB of pair rows = 40 bytes a pair, {r['obs_bytes'] / 1e6:.1f} MB of observation sums "
         f"= {(2 * OBS + 1) * 8:,} bytes a pair); measured between {r['measured_ranks']} ranks here: "
         f"{r['allgather_s_measured'] * 1e3:.1f} ms.",
-        "- the update every rank computes (measured here, median): "
-        + "; ".join(f"n = {int(k):,}: {v:.3f} s" for k, v in r["update_s"].items()) + ".",
-        f"- modelled all-gather: log2(R) x {r['alpha_s'] * 1e6:.0f} us + gathered bytes at {r['beta_bytes_per_s'] / 1e9:.2f} GB/s; "
-        f"episodes: 2 x pairs x L steps x {r['step_ms']} ms / R.",
+        f"- the update (`OpenAIES.tell`): the {r['pairs']:,} pairs' noise sums in blocks of B pairs "
+        "(`update_block_pairs`), shared out over the ranks (rank r computes blocks r, r + R, ...), then an "
+        "all-to-all of coordinate slices, each rank adding its slice over the blocks in block order, and an "
+        "all-gather of the n numbers: the same additions in the same order for any R, so theta_d does not depend "
+        "on R (tested under mpirun with 1, 2 and 3 ranks). Measured here (median): one block's noise sum "
+        + "; ".join(f"{k}: {v * 1e3:.1f} ms" for k, v in r["block_sum_s"].items())
+        + "; the whole shared update between these " + str(r["measured_ranks"]) + " ranks: "
+        + "; ".join(f"{k}: {v:.3f} s measured vs {r['tell_modelled_here_s'][k]:.3f} s modelled"
+                    for k, v in r["tell_measured_s"].items()) + ".",
+        f"- modelled for R ranks: update = ceil(blocks / R) x one block + Adam; its communication: (R - 1) "
+        f"latencies + the sent and received slices (all-to-all) plus log2(R) latencies + n x 8 bytes (all-gather); "
+        f"the rows' all-gather: log2(R) x {r['alpha_s'] * 1e6:.0f} us + gathered bytes at "
+        f"{r['beta_bytes_per_s'] / 1e9:.2f} GB/s; episodes: 2 x pairs x L steps x {r['step_ms']} ms / R.",
         "",
-        "| ranks R | n (d or D) | episode length L | episodes s | update s | all-gather s | overhead |",
-        "|---|---|---|---|---|---|---|",
+        "| B (blocks) | ranks R | n (d or D) | episode length L | episodes s | update s | update comm. s | rows all-gather s | overhead |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for m in r["model"]:
-        lines.append(f"| {m['ranks']:,} | {m['n']:,} | {m['episode_length']:,} | {m['episodes_s']:.2f} | "
-                     f"{m['update_s']:.3f} | {m['allgather_s']:.3f} | {m['overhead_frac']:.1%} |")
+        lines.append(f"| {m['block_pairs']} ({m['blocks']:,}) | {m['ranks']:,} | {m['n']:,} | {m['episode_length']:,} | {m['episodes_s']:.2f} | "
+                     f"{m['update_s']:.3f} | {m['update_comm_s']:.3f} | {m['allgather_s']:.3f} | "
+                     f"{m['overhead_frac']:.1%} |")
     return "\n".join(lines) + "\n"
 
 

@@ -330,25 +330,44 @@ def test_mpi_cma_es_gives_the_same_theta_d_for_1_2_and_3_ranks(tmp_path):
     assert np.abs(runs[0]).sum() > 0 and all(np.array_equal(runs[0], r) for r in runs[1:])
 
 
-def test_openai_es_update_in_chunks_matches_the_formula(monkeypatch):
-    """Large populations sum their noise chunk by chunk: the same estimate as the one-matrix formula
-    sum (w+ - w-) eps / (2 n), computed here independently."""
+def test_openai_es_update_in_blocks_matches_the_formula():
+    """Populations above one block sum their noise block by block: the same estimate as the
+    one-matrix formula sum (w+ - w-) eps / (2 n), computed here independently."""
     from rlsub.es import optimizers
 
     rng = np.random.default_rng(0)
     returns = rng.standard_normal((37, 2))
-    expect = None
-    for chunk_bytes in (10**9, 4 * 5 * 11):  # one matrix; chunks of 11 pairs (5 numbers each)
-        monkeypatch.setattr(optimizers, "NOISE_CHUNK_BYTES", chunk_bytes)
-        opt = optimizers.OpenAIES(5, {"seed": 3, "sigma": 0.1, "l2": 0.0, "pairs": 37, "lr": 0.01})
+    ranks = centered_ranks(returns)
+    eps = np.stack([perturbation(3, 4, i, 5) for i in range(37)]).astype(np.float64)
+    g = ((ranks[:, 0] - ranks[:, 1]) @ eps) / (2 * 37)
+    # Adam's first step: lr sqrt(1 - b2) / (1 - b1) m / (sqrt(v) + eps) = lr g / (|g| + eps / sqrt(1 - b2))
+    expect = 0.01 * g / (np.abs(g) + 1e-8 / np.sqrt(0.001))
+    for block in (64, 11, 1):  # one block; blocks of 11 pairs; one pair a block
+        opt = optimizers.OpenAIES(5, {"seed": 3, "sigma": 0.1, "l2": 0.0, "pairs": 37, "lr": 0.01,
+                                      "update_block_pairs": block})
         opt.tell(4, returns)
-        if expect is None:
-            ranks = centered_ranks(returns)
-            eps = np.stack([perturbation(3, 4, i, 5) for i in range(37)]).astype(np.float64)
-            g = ((ranks[:, 0] - ranks[:, 1]) @ eps) / (2 * 37)
-            # Adam's first step: lr sqrt(1 - b2) / (1 - b1) m / (sqrt(v) + eps) = lr g / (|g| + eps / sqrt(1 - b2))
-            expect = 0.01 * g / (np.abs(g) + 1e-8 / np.sqrt(0.001))
         np.testing.assert_allclose(opt.x, expect, rtol=1e-6)
+
+
+@pytest.mark.mpi
+def test_mpi_update_shared_over_ranks_gives_the_same_theta_d_for_1_2_and_3_ranks(tmp_path):
+    """Above one block, the ranks share the update's noise sums (all-to-all + all-gather): theta_d
+    stays bit-identical for 1, 2 and 3 ranks, also with more ranks than blocks."""
+    cfg = tmp_path / "cp.yaml"
+    cfg.write_text("env: CartPole-v1\nmodel_kwargs: {hidden: [8]}\ndim: 6\npairs: 10\nsigma: 1.0\neval_every: 4\neval_episodes: 1\n")
+    runs = {}
+    for block, ranks in ((3, (1, 2, 3)), (6, (1, 3))):  # 4 blocks; 2 blocks (rank 2 computes none)
+        for n in ranks:
+            out = tmp_path / f"b{block}n{n}"
+            proc = _mpirun(n, [str(VENV_BIN / "rlsub"), "es", "--config", str(cfg), "--generations", "4",
+                               "--seed", "2", "--set", f"update_block_pairs={block}", "--quiet", "--out", str(out)])
+            assert proc.returncode == 0, proc.stderr
+            runs[block, n] = np.load(out / "theta_d.npy")
+    assert np.abs(runs[3, 1]).sum() > 0
+    assert all(np.array_equal(runs[3, 1], runs[3, n]) for n in (2, 3))
+    assert np.array_equal(runs[6, 1], runs[6, 3])
+    # block sizes change the order of the additions only: the same update to rounding
+    np.testing.assert_allclose(runs[3, 1], runs[6, 1], rtol=1e-6, atol=1e-9)
 
 
 def test_hostfile_that_names_no_host_is_one_clear_error(tmp_path):

@@ -9,7 +9,8 @@ with the same numbers, so every rank stays in the same state (masterless, as in 
 
 - :class:`OpenAIES`: OpenAI-ES (Salimans et al. 2017): item i is the mirrored pair
   ``x +- sigma eps_i``, with eps_i regenerated from (seed, generation, i); centered ranks, Adam
-  ascent, L2 decay.
+  ascent, L2 decay. Its update sums the regenerated noise in fixed blocks of pairs; at scale the
+  blocks are shared out over the ranks (see :meth:`OpenAIES.tell`).
 - :class:`CMAES`: CMA-ES (Hansen) from the reference implementation, pycma; item k is candidate k
   of ``ask()``. Its normal samples come from a seeded ``numpy.random.Generator`` (pycma's ``randn``
   option), never from numpy's global RNG, so every rank's instance asks the same candidates.
@@ -34,9 +35,6 @@ from rlsub.es.core import Adam, centered_ranks, mirrored_gradient, perturbation
 Candidate = tuple[np.ndarray, int, int]
 Project = Callable[[np.ndarray], np.ndarray]  # x [n] -> P x [D], float32
 
-#: OpenAI-ES regenerates at most this many bytes of noise at once in its update (larger populations
-#: are summed chunk by chunk, in the same order on every rank)
-NOISE_CHUNK_BYTES = 512 * 1024**2
 #: a full covariance matrix above this many bytes is refused (pycma keeps C, B and more: ~3 n^2 floats)
 CMA_MAX_COVARIANCE_BYTES = 2 * 1024**3
 
@@ -47,9 +45,11 @@ class OpenAIES:
     name = "openai_es"
     per_item = 2  # a mirrored pair: two episodes from the same environment seed
 
-    def __init__(self, n: int, config: dict):
+    def __init__(self, n: int, config: dict, comm=None):
         self.n, self.seed = n, config["seed"]
         self.sigma, self.l2, self.pairs = config["sigma"], config["l2"], config["pairs"]
+        self.block = config.get("update_block_pairs", 64)
+        self.comm = comm
         self.adam = Adam(n, config["lr"])
         self.x = np.zeros(n)
         self._center = None
@@ -66,22 +66,71 @@ class OpenAIES:
         return [(self._center + delta, k, 2 * k), (self._center - delta, k, 2 * k + 1)]
 
     def tell(self, generation: int, returns: np.ndarray) -> None:
-        """returns: [pairs, 2] (x + sigma eps_i, x - sigma eps_i) in pair order."""
+        """returns: [pairs, 2] (x + sigma eps_i, x - sigma eps_i) in pair order.
+
+        The gradient sum_i (w+_i - w-_i) eps_i / (2 pairs) is summed block by block: block b holds
+        pairs [b B, (b + 1) B) (B = ``update_block_pairs``), g_b = w_b @ eps_b, and g = g_0 + g_1 + ...
+        in block order. One block (every population up to B pairs) is computed by every rank. With
+        several blocks and several ranks, rank r computes the blocks b = r, r + R, ...; the ranks
+        then swap slices (all-to-all: rank q receives every block's slice q of the coordinates),
+        each adds its slice over the blocks in block order, and an all-gather of the slices gives
+        every rank g. Every float operation is the same whatever the number of ranks (the blocks
+        do not depend on R, each coordinate is added in block order), so theta_d stays identical
+        for any R; each rank regenerates about 1 / R of the noise instead of all of it.
+        """
         shaped = centered_ranks(returns)
+        weights = shaped[:, 0] - shaped[:, 1]
         n_pairs = len(returns)
-        chunk = max(1, NOISE_CHUNK_BYTES // (4 * self.n))
-        if n_pairs <= chunk:
+        starts = list(range(0, n_pairs, self.block))
+        size = 1 if self.comm is None else self.comm.Get_size()
+        if len(starts) == 1:
             eps = np.stack([perturbation(self.seed, generation, i, self.n) for i in range(n_pairs)])
             # the reference code's scale: sum (w+ - w-) eps / (2 n), i.e. without the 1 / sigma
             grad = mirrored_gradient(eps, shaped[:, 0], shaped[:, 1], self.sigma) * self.sigma
-        else:  # populations whose noise would not fit in memory at once (10,000 pairs in full space)
-            weights = shaped[:, 0] - shaped[:, 1]
-            grad = np.zeros(self.n)
-            for a in range(0, n_pairs, chunk):
-                eps = np.stack([perturbation(self.seed, generation, i, self.n) for i in range(a, min(a + chunk, n_pairs))])
-                grad += weights[a:a + chunk] @ eps.astype(np.float64)
-            grad /= 2 * n_pairs
+        else:
+            if size == 1:
+                grad = self._block_sum(generation, weights, 0, self.block)
+                for a in starts[1:]:
+                    grad = grad + self._block_sum(generation, weights, a, min(a + self.block, n_pairs))
+            else:
+                grad = self._shared_sum(generation, weights, starts, n_pairs)
+            grad = grad / (2 * n_pairs)
         self.x = self.x + self.adam.step(grad - self.l2 * self.x)
+
+    def _block_sum(self, generation: int, weights: np.ndarray, a: int, b: int) -> np.ndarray:
+        eps = np.stack([perturbation(self.seed, generation, i, self.n) for i in range(a, b)])
+        return weights[a:b] @ eps.astype(np.float64)
+
+    def _shared_sum(self, generation: int, weights: np.ndarray, starts: list[int], n_pairs: int) -> np.ndarray:
+        from mpi4py import MPI
+
+        comm, rank, R = self.comm, self.comm.Get_rank(), self.comm.Get_size()
+        K = len(starts)
+        mine = list(range(rank, K, R))
+        cut = [q * self.n // R for q in range(R + 1)]  # coordinate slice q: [cut[q], cut[q + 1])
+        sums = [self._block_sum(generation, weights, starts[b], min(starts[b] + self.block, n_pairs)) for b in mine]
+        # send: to rank q, my blocks' slice q (in my block order)
+        send = np.concatenate([s[cut[q]:cut[q + 1]] for q in range(R) for s in sums]) if sums else np.zeros(0)
+        send_counts = [len(mine) * (cut[q + 1] - cut[q]) for q in range(R)]
+        width = cut[rank + 1] - cut[rank]
+        owned = [len(range(p, K, R)) for p in range(R)]  # how many blocks rank p computed
+        recv_counts = [owned[p] * width for p in range(R)]
+        recv = np.empty(sum(recv_counts))
+        comm.Alltoallv([send, (send_counts, _displs(send_counts)), MPI.DOUBLE],
+                       [recv, (recv_counts, _displs(recv_counts)), MPI.DOUBLE])
+        by_block = {}
+        offset = 0
+        for p in range(R):
+            for j, b in enumerate(range(p, K, R)):
+                by_block[b] = recv[offset + j * width: offset + (j + 1) * width]
+            offset += recv_counts[p]
+        part = None
+        for b in range(K):  # block order, as the single-rank sum
+            part = by_block[b].copy() if part is None else part + by_block[b]
+        grad = np.empty(self.n)
+        counts = [cut[q + 1] - cut[q] for q in range(R)]
+        comm.Allgatherv([part, MPI.DOUBLE], [grad, (counts, _displs(counts)), MPI.DOUBLE])
+        return grad
 
     def metrics(self) -> dict:
         return {}
@@ -92,6 +141,10 @@ class OpenAIES:
     def load(self, state: dict) -> None:
         self.x = np.array(state["x"])
         self.adam.load(state)
+
+
+def _displs(counts: list[int]) -> list[int]:
+    return [0, *np.cumsum(counts)[:-1].tolist()]
 
 
 class _Randn:
@@ -160,8 +213,11 @@ class CMAES:
 OPTIMIZERS = {"openai_es": OpenAIES, "cma_es": CMAES}
 
 
-def make_optimizer(n: int, config: dict):
-    """The strategy ``config['optimizer']`` names, over n numbers."""
+def make_optimizer(n: int, config: dict, comm=None):
+    """The strategy ``config['optimizer']`` names, over n numbers (``comm``: the ranks that share
+    OpenAI-ES's update at scale)."""
     if config["optimizer"] not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer {config['optimizer']!r}; choose one of {sorted(OPTIMIZERS)}")
+    if config["optimizer"] == "openai_es":
+        return OpenAIES(n, config, comm)
     return OPTIMIZERS[config["optimizer"]](n, config)

@@ -76,6 +76,8 @@ DEFAULTS: dict = {
     "sigma": 0.1,  # noise standard deviation in theta_d
     "lr": 0.05,  # Adam step size
     "l2": 0.005,  # L2 decay coefficient on theta_d
+    "update_block_pairs": 64,  # OpenAI-ES update: pairs per block; above one block, the blocks' noise
+                               # sums are shared out over the ranks (rlsub.es.optimizers.OpenAIES.tell)
     "action_noise": 0.0,  # Gaussian noise on continuous actions, training episodes only
     "obs_norm": True,  # running observation normalisation
     "max_episode_steps": None,  # cap on episode length (None: the environment's own limit)
@@ -105,6 +107,7 @@ SCHEMA: dict = {
     "sigma": Float(gt=0),
     "lr": Float(gt=0),
     "l2": Float(min=0),
+    "update_block_pairs": Int(min=1),
     "action_noise": Float(min=0),
     "obs_norm": Bool(),
     "max_episode_steps": Int(min=1, null=True),
@@ -227,7 +230,7 @@ def train(config: dict, out_dir: str | Path | None = None, resume: bool = False,
     seed = config["seed"]
     obs_shape = env.observation_space.shape
     obs_stats = ObsStats(obs_shape) if config["obs_norm"] else None
-    opt = make_optimizer(n_opt, config)  # a refused setting (cma_es too large) fails before any file is written
+    opt = make_optimizer(n_opt, config, comm)  # a refused setting (cma_es too large) fails before any file is written
     start_gen, timesteps, episodes, elapsed_before = 0, 0, 0, 0.0
     run = RunDir(out) if rank == 0 else None
     ckpt_path = out / "checkpoint.npz"
