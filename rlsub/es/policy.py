@@ -360,56 +360,21 @@ def rollout(env, actor: Actor, env_seed: int, max_steps: int | None, record_obs:
     obs, _ = env.reset(seed=env_seed)
     noise = ActionNoise(noise_seed, action_noise) if action_noise else None
     total, steps = 0.0, 0
-    sums = ObsSums(np.shape(obs)) if record_obs else None
+    s = ssq = None
+    if record_obs:
+        s = np.zeros(np.shape(obs))
+        ssq = np.zeros(np.shape(obs))
     while True:
-        if sums is not None:
-            sums.add(obs)
+        if record_obs:
+            o = np.asarray(obs, dtype=np.float64)
+            s += o
+            ssq += o * o
         obs, reward, terminated, truncated, _ = env.step(actor.act(obs, noise))
         total += float(reward)
         steps += 1
         if terminated or truncated or (max_steps is not None and steps >= max_steps):
             break
-    if sums is None:
-        return total, steps, None, None
-    return total, steps, *sums.result()
-
-
-class ObsSums:
-    """The sum and the sum of squares (float64) of an episode's observations, added in step order:
-    the numbers of ``s += o; ssq += o * o`` step by step, from one copy per step. Observations are
-    kept in rows of a block; a block is summed down its columns (a reduction over the first axis of
-    a C-ordered array adds row after row, in order) starting from the running sums in its row 0."""
-
-    def __init__(self, shape: tuple, block: int = 64):
-        self.shape, self.block = tuple(shape), block
-        self.rows = np.zeros((block + 1, int(np.prod(shape))))
-        self.sq = np.zeros_like(self.rows)
-        self.n = 0  # observations in rows[1:] not yet summed
-        self.s = self.ssq = None
-
-    def add(self, obs) -> None:
-        if self.n == self.block:
-            self._fold()
-        self.n += 1
-        self.rows[self.n] = np.ravel(obs)
-
-    def _fold(self) -> None:
-        rows = self.rows[: self.n + 1]
-        sq = self.sq[: self.n + 1]
-        np.multiply(rows[1:], rows[1:], out=sq[1:])
-        if self.s is None:  # the first block starts from zero sums, as s = zeros() would
-            rows[0] = 0.0
-            sq[0] = 0.0
-        else:
-            rows[0], sq[0] = self.s, self.ssq
-        self.s, self.ssq = np.add.reduce(rows, axis=0), np.add.reduce(sq, axis=0)
-        self.n = 0
-
-    def result(self) -> tuple[np.ndarray, np.ndarray]:
-        """(sum, sum of squares), each of the observation's shape."""
-        if self.n or self.s is None:
-            self._fold()
-        return self.s.reshape(self.shape), self.ssq.reshape(self.shape)
+    return total, steps, s, ssq
 
 
 def reference_batch(env, size: int, seed: int) -> np.ndarray:
