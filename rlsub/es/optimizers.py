@@ -66,7 +66,7 @@ class OpenAIES:
 
     def candidates(self, generation: int, k: int, project: Project) -> list[Candidate]:
         """The pair's two theta_D, written into two buffers reused from pair to pair (valid until
-        the next call): at D = 166,673 fresh arrays cost as much as the arithmetic."""
+        the next call), so no D-sized arrays are allocated per pair."""
         delta = project(perturbation(self.seed, generation, k, self.n))  # one projection per pair
         delta *= self.sigma  # float32 times a Python float: float32 arithmetic, as sigma * delta
         plus, minus = self._pair
