@@ -222,7 +222,7 @@ class ESRun(LoadedRun):
             self.obs_stats.load(record.obs)
         self.actor = Actor(self.model, env.action_space)
         reference = None
-        if self.actor._plan is None and self.actor._vbn:  # as the trainer does: regenerated from the seed
+        if self.actor.needs_reference:  # as the trainer does: regenerated from the seed
             reference = reference_batch(env, self.config["reference_batch"], self.config["seed"])
         self.actor.set_params(self.theta_D, self.obs_stats, reference)
         env.close()

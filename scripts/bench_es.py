@@ -18,10 +18,17 @@ Writes results/benchmarks/es.md and es.json.
     `-n 1` copies at once: what two busy cores give two processes, the ceiling for `-n 2`.
 (c) Bytes all-gathered per generation for several populations and d (read from the trainer's
     comm_bytes metric): they must grow with the population and not with d or D.
+(d) The policy path (issue 11): the share of an ES generation spent inside env.reset/step (the
+    trainer's env_time_frac) for Pong (d = 6,000) and Humanoid-v4 (d = 700, 20 pairs), both from
+    scratch; median over the generations after the first of each run, then over repetitions.
+    `--policy-path` runs (d) alone and rewrites only its section of es.md (es_policy.json beside
+    it); `--before DIR` (a checkout of an earlier commit, e.g. a `git worktree`) runs the same
+    jobs with that code too, interleaved repetition by repetition, so both see the same load.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -37,6 +44,15 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 OUT = ROOT / "results" / "benchmarks"
 PAIRS_B = 60  # population of the parallel-efficiency runs (b)
+#: (d): (name, config, arguments, target share inside the environment); from scratch (theta_d = 0)
+POLICY_PATH = [
+    ("ALE/Pong-v5, d = 6,000", "configs/es/pong.yaml",
+     ["--dim", "6000", "--pairs", "2", "--generations", "4", "--set", "eval_episodes=1"], 0.75),
+    ("Humanoid-v4, d = 700, 20 pairs", "configs/es/humanoid_v4.yaml",
+     ["--dim", "700", "--pairs", "20", "--generations", "6", "--set", "eval_episodes=1"], 0.88),
+]
+POLICY_REPS = 3
+POLICY_BEGIN, POLICY_END = "<!-- bench_es (d) -->", "<!-- /bench_es (d) -->"
 
 
 def raw_steps_per_s(env_id: str, steps: int) -> float:
@@ -97,11 +113,136 @@ def s_per_generation(rows: list[dict]) -> float:
     return (rows[-1]["wall_time_s"] - rows[0]["wall_time_s"]) / (len(rows) - 1)
 
 
+def share_run(code: Path, config: str, args: list[str]) -> list[dict]:
+    """`rlsub es` as one plain process with the package at ``code`` (this checkout or an earlier
+    one); its metrics rows."""
+    out = Path(tempfile.mkdtemp(prefix="bench_es_")) / "run"
+    env = dict(_venv_env(), PYTHONPATH=str(code))
+    cmd = [sys.executable, "-m", "rlsub.cli", "es", "--quiet", "--config", str(ROOT / config), "--out", str(out), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=code)
+    if proc.returncode:
+        raise RuntimeError(f"rlsub es failed ({code}): {proc.stderr[-2000:]}")
+    return _es_read(out)[1]
+
+
+def _commit(code: Path) -> str:
+    """The git commit of the checkout at ``code`` ('+dirty' when files differ), or 'unknown'."""
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=code, capture_output=True, text=True, timeout=10)
+    try:
+        rev = git("rev-parse", "HEAD")
+        if rev.returncode:
+            return "unknown"
+        return rev.stdout.strip() + ("+dirty" if git("status", "--porcelain", "--untracked-files=no").stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def policy_path(before: Path | None, before_label: str | None = None) -> dict:
+    """(d): per target, per repetition, the median env share over generations after the first."""
+    codes = {"now": ROOT} | ({"before": before} if before else {})
+    commits = {k: _commit(c) for k, c in codes.items()}
+    if before and before_label:
+        commits["before"] = before_label
+    result = {"repetitions": POLICY_REPS, "load_before": os.getloadavg(), "commits": commits, "targets": []}
+    for name, config, args, target in POLICY_PATH:
+        entry = {"name": name, "config": config, "args": args, "target": target}
+        for key in codes:
+            entry[key] = []
+        for _ in range(POLICY_REPS):  # interleaved: each repetition compares runs made under similar load
+            for key, code in codes.items():
+                rows = share_run(code, config, args)[1:]  # generation 0 also pays one-off costs
+                share = [r["env_time_frac"] for r in rows]
+                us_step = [1e6 / r["steps_per_s_per_rank"] for r in rows]
+                entry[key].append({"share": float(np.median(share)), "shares": share,
+                                   "us_per_step": float(np.median(us_step)),
+                                   "env_us_per_step": float(np.median([f * u for f, u in zip(share, us_step)])),
+                                   "returns": [r["return_mean"] for r in rows]})
+        for key in codes:
+            entry[f"{key}_share"] = float(np.median([r["share"] for r in entry[key]]))
+        result["targets"].append(entry)
+    result["load_after"] = os.getloadavg()
+    return result
+
+
+def policy_markdown(p: dict, command: str, date: str, machine: dict) -> str:
+    before = "before" in p["commits"]
+    lines = [POLICY_BEGIN, "## (d) the policy path: share of a generation inside the environment", "",
+             f"Command: `{command}`; date {date}; git {p['commits']['now']}"
+             + (f" (before: {p['commits']['before']})" if before else "")
+             + f"; machine {machine}; load average before {p['load_before'][0]:.2f}, after {p['load_after'][0]:.2f} "
+             "(the 2 cores are shared with other jobs).", "",
+             f"Each run: `rlsub es` as one plain process from scratch (theta_d = 0); the share is the trainer's "
+             f"`env_time_frac` (time inside `env.reset`/`env.step` over the generation's wall time), median over "
+             f"the generations after the first, then over {p['repetitions']} repetitions"
+             + (", each running the code before and after the change back to back" if before else "") + ".", "",
+             "| job | target | share inside env (per repetition) | result | us per step, all / in env |"
+             + (" before: share (per repetition) | before: us per step |" if before else ""),
+             "|---|---|---|---|---|" + ("---|---|" if before else "")]
+    for t in p["targets"]:
+        now = t["now"]
+        per = ", ".join(f"{r['share']:.2f}" for r in now)
+        ok = "PASS" if t["now_share"] >= t["target"] else "MISS"
+        us = float(np.median([r["us_per_step"] for r in now]))
+        env_us = float(np.median([r["env_us_per_step"] for r in now]))
+        row = (f"| {t['name']} (`{' '.join(t['args'])}`) | >= {t['target']:.2f} | {t['now_share']:.3f} ({per}) | {ok} | "
+               f"{us:,.0f} / {env_us:,.0f} |")
+        if before:
+            b = t["before"]
+            per_b = ", ".join(f"{r['share']:.2f}" for r in b)
+            row += f" {t['before_share']:.3f} ({per_b}) | {float(np.median([r['us_per_step'] for r in b])):,.0f} |"
+        lines.append(row)
+    lines += ["", "What the policy path does now: the Atari conv policy runs as a short list of torch operations "
+              "(rlsub.es.policy.FoldedNet) with each virtual batch norm folded into the convolution or linear layer "
+              "before it once per parameter vector (its statistics are fixed per parameter vector, so the norm is an "
+              "affine map per channel), the symmetric zero padding folded into the convolution and the asymmetric one "
+              "written by the ReLU into a kept zero buffer; no module calls and no per-step normalisation (before: a "
+              "deep copy of the module with views into theta_D, run through its modules with batch norm each step). "
+              "OpenAI-ES writes a pair's two theta_D into two buffers reused from pair to pair, the MLP actor "
+              "normalises observations into a kept buffer, and action noise is drawn 32 steps at a time; theta_d "
+              "stays bit-identical (tests/test_es_fast_path.py compares against runs recorded before). What remains outside the environment is the policy's arithmetic "
+              "itself (for Pong two convolutions and a 3,872 x 256 matrix-vector product, a 4 MB weight read per "
+              "step), the Fastfood projection of each pair's noise, and for Pong the reference-batch pass that fixes "
+              "the batch-norm statistics of each parameter vector.", POLICY_END]
+    return "\n".join(lines) + "\n"
+
+
+def write_policy_section(p: dict, command: str, date: str, machine: dict) -> str:
+    """Replace (or add) section (d) of es.md, keeping the others; returns the section."""
+    section = policy_markdown(p, command, date, machine)
+    path = OUT / "es.md"
+    text = path.read_text() if path.exists() else "# ES speed benchmark\n"
+    if POLICY_BEGIN in text and POLICY_END in text:
+        a, b = text.index(POLICY_BEGIN), text.index(POLICY_END) + len(POLICY_END) + 1
+        text = text[:a] + section + text[b:]
+    elif "\n## Scale simulation" in text:
+        a = text.index("\n## Scale simulation") + 1
+        text = text[:a] + section + "\n" + text[a:]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text)
+    return section
+
+
 def main() -> None:
-    report: dict = {"command": "python scripts/bench_es.py", "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-                    "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                                "platform": platform.platform()},
-                    "load_before": os.getloadavg()}
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--policy-path", action="store_true", help="run only (d), rewriting only its section of es.md")
+    ap.add_argument("--before", type=Path, help="(d): also run this checkout of an earlier commit, interleaved")
+    ap.add_argument("--before-label", help="what --before holds when it is not a git checkout (e.g. its commit)")
+    opts = ap.parse_args()
+    command = "python scripts/bench_es.py" + (" --policy-path" if opts.policy_path else "") + (
+        f" --before {opts.before}" if opts.before else "")
+    date = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+               "platform": platform.platform()}
+    if opts.policy_path:
+        p = policy_path(opts.before, opts.before_label)
+        OUT.mkdir(parents=True, exist_ok=True)
+        (OUT / "es_policy.json").write_text(json.dumps({"command": command, "date": date, "machine": machine, **p},
+                                                       indent=2) + "\n")
+        print(write_policy_section(p, command, date, machine))
+        return
+    report: dict = {"command": command, "date": date, "machine": machine, "load_before": os.getloadavg()}
     from rlsub.rundir import git_commit
 
     report["git_commit"] = git_commit()
@@ -150,6 +291,8 @@ def main() -> None:
                               "--pairs", str(pairs)])
             comm.append({"pairs": pairs, "dim": dim, "comm_bytes": rows[0]["comm_bytes"]})
     report["comm"] = comm
+    # (d)
+    report["policy"] = policy_path(opts.before, opts.before_label)
     report["load_after"] = os.getloadavg()
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "es.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -216,6 +359,8 @@ def markdown(r: dict) -> str:
         lines.append(f"| {c['pairs']} | {c['dim']} | {c['comm_bytes']:,} |")
     lines += ["", "Per pair: index, two returns, two lengths as float64 (40 bytes), plus observation sums "
               "when observation normalisation is on; nothing scales with d or D."]
+    if "policy" in r:
+        lines += ["", policy_markdown(r["policy"], r["command"], r["date"], r["machine"]).rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 

@@ -12,7 +12,7 @@ from rlsub.cli import main
 from rlsub.es import trainer
 from rlsub.es.core import Adam, ObsStats, centered_ranks, mirrored_gradient, perturbation
 from rlsub.es.envs import EnvClock, make_env
-from rlsub.es.policy import Actor
+from rlsub.es.policy import ActionNoise, Actor
 from rlsub.models import build_model
 from rlsub.subspace import SubspaceModel
 
@@ -100,7 +100,7 @@ def test_numpy_actor_normalises_clips_and_leaves_the_observation_alone():
         expect = model(torch.from_numpy(x)[None])[0].numpy()
     np.testing.assert_allclose(actor.outputs(obs), expect, rtol=1e-5, atol=1e-6)
     noise = np.random.default_rng(7).standard_normal(3).astype(np.float32) * 0.3
-    action = actor.act(obs, np.random.default_rng(7), 0.3)
+    action = actor.act(obs, ActionNoise(7, 0.3))
     np.testing.assert_allclose(action, np.clip(expect + noise, -0.4, 0.4), rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(obs, before)
 

@@ -303,13 +303,17 @@ def test_export_needs_an_npz_name_and_export_bytes_a_run(tmp_path, capsys):
 
 @pytest.mark.slow  # about 30 s: Pong's D = 1,005,974 policy and a 128-frame reference batch
 def test_pong_policy_regenerates_its_virtual_batch_norm_reference():
-    from rlsub.models import VirtualBatchNorm
+    import torch
 
     run = rlsub.load_run(ROOT / "results/es/short_runs/pong_d6000")
-    # the actor runs a plain copy of the module (parameters as views of theta_D): its norms hold the statistics
-    norms = [m for m in run.actor._plain.modules() if isinstance(m, VirtualBatchNorm)]
-    assert run.actor._vbn and len(norms) == 3
-    assert all(int(m.num_batches_tracked) == 1 and float(m.running_var.mean()) != 1.0 for m in norms)
+    # the actor runs the folded net: each of the 3 norms is folded, with the reference batch's statistics,
+    # into the layer before it, so the folded weights are not theta_D's own
+    folded = run.actor._folded
+    assert run.actor.needs_reference and folded is not None
+    assert sum(s[-1] is not None for s in folded.steps if s[0] in ("conv", "linear")) == 3
+    own = folded._view(torch.from_numpy(run.theta_D), "1.weight")
+    weight = folded.ops[0].args[1]  # partial(_affine, conv, weight, bias)
+    assert weight.shape == own.shape and not torch.equal(weight, own)
     assert run.evaluate(episodes=1, max_steps=20)["lengths"] == [20]
 
 

@@ -33,7 +33,7 @@ from rlsub.es.core import Adam, centered_ranks, mirrored_gradient, perturbation
 
 #: (theta_D, environment seed index, action-noise seed index) of one episode
 Candidate = tuple[np.ndarray, int, int]
-Project = Callable[[np.ndarray], np.ndarray]  # x [n] -> P x [D], float32
+Project = Callable[[np.ndarray], np.ndarray]  # x [n] -> P x [D], float32, a new array the caller may modify
 
 #: a full covariance matrix above this many bytes is refused (pycma keeps C, B and more: ~3 n^2 floats)
 CMA_MAX_COVARIANCE_BYTES = 2 * 1024**3
@@ -53,6 +53,7 @@ class OpenAIES:
         self.adam = Adam(n, config["lr"])
         self.x = np.zeros(n)
         self._center = None
+        self._pair = None
 
     @property
     def n_items(self) -> int:
@@ -60,10 +61,18 @@ class OpenAIES:
 
     def begin(self, generation: int, theta_0: np.ndarray, project: Project) -> None:
         self._center = theta_0 + project(self.x)  # one projection of x per generation
+        if self._pair is None or self._pair[0].shape != self._center.shape:
+            self._pair = (np.empty_like(self._center), np.empty_like(self._center))
 
     def candidates(self, generation: int, k: int, project: Project) -> list[Candidate]:
-        delta = self.sigma * project(perturbation(self.seed, generation, k, self.n))  # one per pair
-        return [(self._center + delta, k, 2 * k), (self._center - delta, k, 2 * k + 1)]
+        """The pair's two theta_D, written into two buffers reused from pair to pair (valid until
+        the next call), so no D-sized arrays are allocated per pair."""
+        delta = project(perturbation(self.seed, generation, k, self.n))  # one projection per pair
+        delta *= self.sigma  # float32 times a Python float: float32 arithmetic, as sigma * delta
+        plus, minus = self._pair
+        np.add(self._center, delta, out=plus)
+        np.subtract(self._center, delta, out=minus)
+        return [(plus, k, 2 * k), (minus, k, 2 * k + 1)]
 
     def tell(self, generation: int, returns: np.ndarray) -> None:
         """returns: [pairs, 2] (x + sigma eps_i, x - sigma eps_i) in pair order.

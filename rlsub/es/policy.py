@@ -3,16 +3,25 @@
 The search variable x (d numbers, or D for the full-space baseline through the identity
 projection) gives the native parameters ``theta_D = theta_0 + P x`` once per episode. Multilayer
 perceptrons then run in numpy on views into theta_D (a 376-256-256-17 forward costs a few
-microseconds, against tens for a torch call). Other networks (the Atari conv policy) run as a plain
-torch module whose parameters are views into one flat tensor: theta_D is copied in once per episode
-(a memcpy), and each step is an ordinary forward in inference mode, without ``functional_call``'s
-per-call swapping of parameters. Both give the same numbers as ``SubspaceModel.call_with``.
+microseconds, against tens for a torch call). Convolutional networks built from padding, Conv2d,
+Linear, virtual batch norm and activations (the Atari policy) run as a short list of plain torch
+operations (:class:`FoldedNet`): virtual batch norm has statistics fixed per parameter vector (those
+of the reference batch), so in evaluation it is an affine map per channel, folded once per episode
+into the weights and bias of the layer before it; symmetric zero padding is folded into the
+convolution. A step is then two convolutions and two matrix-vector products, without module calls
+or per-step normalisation. Other networks run as a plain torch module whose parameters are views
+into one flat tensor (theta_D copied in once per episode). All give the numbers of
+``SubspaceModel.call_with`` (the folded net up to float rounding: the folded weights are rounded
+products).
 """
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import torch
+import torch.nn.functional as F
 from gymnasium import spaces
 from torch import nn
 
@@ -39,8 +48,15 @@ class Actor:
         self._vbn = any(isinstance(m, VirtualBatchNorm) for m in self.module.modules())
         self._layers = None
         self.mean, self.std = None, None
-        if self._plan is None:
+        self._x = None  # the normalised observation (reused from step to step)
+        self._folded = FoldedNet.build(model) if self._plan is None else None
+        if self._plan is None and self._folded is None:
             self._flat, self._plain = _plain_module(model)
+
+    @property
+    def needs_reference(self) -> bool:
+        """Whether set_params needs a reference batch (the network has virtual batch norm)."""
+        return self._plan is None and self._vbn
 
     def set_params(self, theta_D: np.ndarray, obs_stats: ObsStats | None, reference: np.ndarray | None = None):
         """Use theta_D [D] (float32) and the current observation statistics for the next steps."""
@@ -50,6 +66,10 @@ class Actor:
         if self._plan is not None:
             self._layers = [(fn, theta_D[a:b].reshape(shape), theta_D[b:c]) if fn == "linear" else (fn, None, None)
                             for fn, a, b, c, shape in self._plan]
+        elif self._folded is not None:
+            if self._vbn and reference is None:
+                raise ValueError("a network with virtual batch norm needs a reference batch")
+            self._folded.set_params(theta_D, reference if self._vbn else None)
         else:
             self._flat.copy_(torch.from_numpy(theta_D))
             if self._vbn:
@@ -60,12 +80,18 @@ class Actor:
     def outputs(self, obs: np.ndarray) -> np.ndarray:
         # In-place numpy on small vectors: each ufunc call costs a microsecond or two of overhead,
         # comparable to the arithmetic itself, so temporaries are avoided on the per-step path.
-        x = np.array(obs, dtype=np.float32)  # a copy: the caller's observation is left alone
+        if self._folded is not None and self.mean is None:
+            # read only, so no copy (pixels arrive as float32 already)
+            return self._folded(np.asarray(obs, dtype=np.float32))
         if self.mean is not None:
-            x -= self.mean
+            # into a buffer of this actor (the caller's observation is left alone); the observation
+            # is rounded to float32 before the subtraction, as np.array(obs, float32) - mean would
+            x = np.subtract(obs, self.mean, out=self._obs_buffer(), dtype=np.float32)
             x /= self.std
             np.minimum(x, 5.0, out=x)
             np.maximum(x, -5.0, out=x)
+        else:
+            x = np.array(obs, dtype=np.float32)  # a copy: the caller's observation is left alone
         if self._layers is not None:
             h = x.reshape(-1)
             for fn, w, b in self._layers:
@@ -75,20 +101,213 @@ class Actor:
                 else:
                     h = fn(h, out=h)
             return h
+        if self._folded is not None:
+            return self._folded(x)
         with torch.inference_mode():
             return self._plain(torch.from_numpy(x)[None])[0].numpy()
 
-    def act(self, obs: np.ndarray, noise_rng: np.random.Generator | None = None, action_noise: float = 0.0):
+    def _obs_buffer(self) -> np.ndarray:
+        if self._x is None or self._x.shape != self.mean.shape:
+            self._x = np.empty(self.mean.shape, dtype=np.float32)
+        return self._x
+
+    def act(self, obs: np.ndarray, noise: ActionNoise | None = None):
+        """The action for ``obs``; ``noise`` (continuous actions only) is added before clipping."""
         out = self.outputs(obs)
         if self.discrete:
             return int(np.argmax(out))
-        if action_noise and noise_rng is not None:
-            noise = noise_rng.standard_normal(out.shape).astype(np.float32)
-            noise *= action_noise
-            out += noise
+        if noise is not None:
+            out += noise.next(out.shape)
         np.minimum(out, self.high, out=out)
         np.maximum(out, self.low, out=out)
         return out
+
+
+class ActionNoise:
+    """Gaussian action noise of one episode, N(0, 1) draws rounded to float32 and scaled in float32:
+    the numbers that ``default_rng(seed).standard_normal(shape)`` gives step after step, drawn ``chunk`` steps at a
+    time (a Generator's normals come one after another whatever the size of each draw), so a step
+    costs one addition instead of a draw, a cast and a scaling."""
+
+    def __init__(self, seed: int | None, scale: float, chunk: int = 32):
+        self.rng, self.scale, self.chunk = np.random.default_rng(seed), scale, chunk
+        self.rows, self.i = None, 0
+
+    def next(self, shape: tuple) -> np.ndarray:
+        if self.rows is None or self.i == len(self.rows):
+            self.rows = self.rng.standard_normal((self.chunk, *shape)).astype(np.float32)
+            self.rows *= self.scale  # float32 times a Python float: float32 arithmetic
+            self.i = 0
+        self.i += 1
+        return self.rows[self.i - 1]
+
+
+class FoldedNet:
+    """An nn.Sequential of ZeroPad2d / Conv2d / Linear / VirtualBatchNorm / ReLU / Tanh / Flatten run
+    as plain torch operations on theta_D, each virtual batch norm folded into the layer before it.
+
+    With reference statistics (mean m, unbiased variance v, as ``set_reference_statistics`` records
+    them) a virtual batch norm after ``z = W h + b`` gives ``(z - m) gamma / sqrt(v + eps) + beta``,
+    which is the layer ``W' h + b'`` with ``W' = W s``, ``b' = (b - m) s + beta``, s = gamma /
+    sqrt(v + eps) per output channel. The statistics of each norm come from one pass of the
+    reference batch through the layers before it, normalised as batch norm does in training mode
+    (biased variance), as ``set_reference_statistics`` computes them.
+    """
+
+    def __init__(self, steps: list[tuple], offsets: dict[str, tuple[int, int, tuple]]):
+        self.steps, self.offsets = steps, offsets
+        self.ops: list = []  # functions of one tensor [1, ...] -> [1, ...], set by set_params
+
+    @classmethod
+    def build(cls, model: SubspaceModel) -> FoldedNet | None:
+        """The plan for ``model.module``, or None when it holds any other layer."""
+        module = model.module
+        if not isinstance(module, nn.Sequential):
+            return None
+        offsets = _offsets(model)
+        layers = list(module.named_children())
+        steps: list[tuple] = []
+        i = 0
+        while i < len(layers):
+            name, layer = layers[i]
+            nxt = layers[i + 1][1] if i + 1 < len(layers) else None
+            if isinstance(layer, nn.ZeroPad2d):
+                l, r, t, b = layer.padding
+                if isinstance(nxt, nn.Conv2d) and l == r and t == b and isinstance(nxt.padding, tuple):
+                    pad = (t, l)  # folded into the convolution below
+                else:
+                    steps.append(("pad", tuple(layer.padding)))
+                    pad = None
+                i += 1
+                if pad is None:
+                    continue
+                name, layer = layers[i]
+                nxt = layers[i + 1][1] if i + 1 < len(layers) else None
+            else:
+                pad = (0, 0)
+            if isinstance(layer, nn.Conv2d):
+                if (layer.groups != 1 or layer.dilation != (1, 1) or not isinstance(layer.padding, tuple)
+                        or layer.padding_mode != "zeros" or f"{name}.bias" not in offsets):
+                    return None
+                padding = (layer.padding[0] + pad[0], layer.padding[1] + pad[1])
+                step = ["conv", name, (layer.stride, padding)]
+            elif isinstance(layer, nn.Linear) and f"{name}.bias" in offsets:
+                step = ["linear", name, None]
+            elif isinstance(layer, (nn.ReLU, nn.Tanh)):
+                steps.append(("relu" if isinstance(layer, nn.ReLU) else "tanh",))
+                i += 1
+                continue
+            elif isinstance(layer, nn.Flatten) and layer.start_dim == 1 and layer.end_dim == -1:
+                steps.append(("flatten",))
+                i += 1
+                continue
+            else:
+                return None
+            i += 1
+            if isinstance(nxt, VirtualBatchNorm):
+                if f"{layers[i][0]}.weight" not in offsets:  # a norm without scale and offset
+                    return None
+                step.append((layers[i][0], nxt.eps))
+                i += 1
+            else:
+                step.append(None)
+            steps.append(tuple(step))
+        if not steps or steps[0][0] not in ("conv", "linear", "pad"):  # in-place activations must not touch obs
+            return None
+        return cls(steps, offsets)
+
+    def _view(self, flat: torch.Tensor, name: str) -> torch.Tensor:
+        a, b, shape = self.offsets[name]
+        return flat[a:b].view(shape)
+
+    def set_params(self, theta_D: np.ndarray, reference: np.ndarray | None) -> None:
+        """Fold theta_D [D] (and the reference batch's statistics) into the per-step operations."""
+        flat = torch.from_numpy(np.asarray(theta_D, dtype=np.float32))
+        h = torch.from_numpy(np.asarray(reference, dtype=np.float32)) if reference is not None else None
+        ops: list = []  # functions of one tensor [1, ...] -> [1, ...]
+        with torch.no_grad():
+            for i, step in enumerate(self.steps):
+                kind = step[0]
+                if kind in ("conv", "linear"):
+                    _, name, geometry, norm = step
+                    w, b = self._view(flat, f"{name}.weight"), self._view(flat, f"{name}.bias")
+                    fn = partial(F.conv2d, stride=geometry[0], padding=geometry[1]) if kind == "conv" else F.linear
+                    if norm is not None:
+                        if h is None:
+                            raise ValueError("a network with virtual batch norm needs a reference batch")
+                        h, w, b = _fold_norm(fn, h, w, b, self._view(flat, f"{norm[0]}.weight"),
+                                             self._view(flat, f"{norm[0]}.bias"), norm[1])
+                    elif h is not None:
+                        h = fn(h, w, b)
+                    ops.append(partial(_affine, fn, w.contiguous(), b.contiguous()))
+                elif kind == "pad":
+                    if h is not None:
+                        h = F.pad(h, step[1])
+                    if ops and isinstance(ops[-1], _ActInto):
+                        continue  # the activation before writes into the padded buffer
+                    ops.append(partial(F.pad, pad=step[1]))
+                elif kind == "flatten":
+                    if h is not None:
+                        h = h.reshape(h.shape[0], -1)
+                    ops.append(_flatten)
+                else:
+                    fn = torch.clamp_min if kind == "relu" else torch.tanh
+                    args = (0.0,) if kind == "relu" else ()
+                    if h is not None:
+                        h = fn(h, *args)
+                    nxt = self.steps[i + 1] if i + 1 < len(self.steps) else None
+                    ops.append(_ActInto(fn, args, nxt[1] if nxt is not None and nxt[0] == "pad" else None))
+        self.ops = ops
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        """Outputs for one observation (not modified)."""
+        x = torch.from_numpy(obs)[None]
+        with torch.no_grad():
+            for op in self.ops:
+                x = op(x)
+        return x[0].numpy()
+
+
+def _fold_norm(fn, h, w, b, gamma, beta, eps):
+    """(the reference batch after the layer and its norm, folded weight, folded bias)."""
+    z = fn(h, w, b)
+    dims = [0, *range(2, z.dim())]
+    var_b, mean = torch.var_mean(z, dim=dims, correction=0)
+    n = z.numel() // z.shape[1]
+    var_u = var_b * (n / max(n - 1, 1))  # what batch norm records as its running variance
+    shape = (-1,) + (1,) * (z.dim() - 2)
+    # the reference pass goes on normalised as batch norm does in training mode (biased variance)
+    h = (z - mean.view(shape)) / torch.sqrt(var_b.view(shape) + eps) * gamma.view(shape) + beta.view(shape)
+    s = gamma / torch.sqrt(var_u + eps)
+    return h, w * s.view((-1,) + (1,) * (w.dim() - 1)), (b - mean) * s + beta
+
+
+def _affine(fn, w, b, x):
+    return fn(x, w, b)
+
+
+def _flatten(x):
+    return x.reshape(x.shape[0], -1)
+
+
+class _ActInto:
+    """An activation; followed by zero padding, it writes into the inside of a zero buffer kept
+    from step to step (one operation instead of two, no new tensor)."""
+
+    def __init__(self, fn, args: tuple, pad: tuple | None):
+        self.fn, self.args, self.pad = fn, args, pad
+        self.buffer = self.inside = None
+
+    def __call__(self, x):
+        if self.pad is None:
+            return self.fn(x, *self.args, out=x)
+        if self.buffer is None or self.inside.shape != x.shape:
+            left, right, top, bottom = self.pad
+            n, c, hh, ww = x.shape
+            self.buffer = torch.zeros(n, c, hh + top + bottom, ww + left + right)
+            self.inside = self.buffer[:, :, top:top + hh, left:left + ww]
+        self.fn(x, *self.args, out=self.inside)
+        return self.buffer
 
 
 def _plain_module(model: SubspaceModel) -> tuple[torch.Tensor, nn.Module]:
@@ -104,14 +323,20 @@ def _plain_module(model: SubspaceModel) -> tuple[torch.Tensor, nn.Module]:
     return flat, plain
 
 
-def _numpy_plan(module: nn.Module, model: SubspaceModel):
-    """For an nn.Sequential of Flatten / Linear / Tanh / ReLU: the slices of theta_D per layer."""
-    if not isinstance(module, nn.Sequential):
-        return None
+def _offsets(model: SubspaceModel) -> dict[str, tuple[int, int, tuple]]:
+    """Parameter name -> (start, stop, shape) of its slice of theta_D."""
     offsets, pos = {}, 0
     for name, size, shape in zip(model.param_names, model.param_sizes, model.param_shapes):
         offsets[name] = (pos, pos + size, shape)
         pos += size
+    return offsets
+
+
+def _numpy_plan(module: nn.Module, model: SubspaceModel):
+    """For an nn.Sequential of Flatten / Linear / Tanh / ReLU: the slices of theta_D per layer."""
+    if not isinstance(module, nn.Sequential):
+        return None
+    offsets = _offsets(model)
     plan = []
     for idx, layer in enumerate(module):
         if isinstance(layer, nn.Flatten):
@@ -133,7 +358,7 @@ def rollout(env, actor: Actor, env_seed: int, max_steps: int | None, record_obs:
             action_noise: float = 0.0, noise_seed: int | None = None):
     """One episode; returns (return, length, obs_sum, obs_sumsq) with the sums None unless recorded."""
     obs, _ = env.reset(seed=env_seed)
-    noise_rng = np.random.default_rng(noise_seed) if action_noise else None
+    noise = ActionNoise(noise_seed, action_noise) if action_noise else None
     total, steps = 0.0, 0
     s = ssq = None
     if record_obs:
@@ -144,7 +369,7 @@ def rollout(env, actor: Actor, env_seed: int, max_steps: int | None, record_obs:
             o = np.asarray(obs, dtype=np.float64)
             s += o
             ssq += o * o
-        obs, reward, terminated, truncated, _ = env.step(actor.act(obs, noise_rng, action_noise))
+        obs, reward, terminated, truncated, _ = env.step(actor.act(obs, noise))
         total += float(reward)
         steps += 1
         if terminated or truncated or (max_steps is not None and steps >= max_steps):

@@ -225,7 +225,7 @@ def train(config: dict, out_dir: str | Path | None = None, resume: bool = False,
     n_opt = model.d
     actor = Actor(model, env.action_space)
     reference = None
-    if actor._plan is None and actor._vbn:
+    if actor.needs_reference:
         reference = reference_batch(env, config["reference_batch"], config["seed"])
     seed = config["seed"]
     obs_shape = env.observation_space.shape

@@ -1,0 +1,179 @@
+"""The ES policy path's fast forms against independent constructions: the folded Atari policy
+against its module with virtual batch norm, chunked action noise against step-by-step draws, and
+whole ES runs against theta_d recorded before the fast paths
+existed (commit 82e99c4, same configs and seeds)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+from torch import nn
+
+from rlsub.es import trainer
+from rlsub.es.policy import ActionNoise, Actor, FoldedNet
+from rlsub.models import VirtualBatchNorm, build_model, set_reference_statistics
+from rlsub.subspace import SubspaceModel
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+#: x (theta_d, float64), step counts and observation statistics of runs made with commit 82e99c4
+RECORDED = ROOT / "tests" / "data" / "es_theta_d_before_issue11.npz"
+
+
+def _pong_model(d: int = 40, image_size: int = 36):
+    """A small pong_conv (SAME padding: symmetric (2, 2) before conv 1, asymmetric (1, 2) before conv 2)
+    in a Fastfood subspace, moved away from theta_0 so every norm has its own scale and offset."""
+    net = build_model("pong_conv", seed=3, in_channels=2, image_size=image_size, num_actions=5)
+    model = SubspaceModel(net, d, projection="fastfood", seed=4)
+    model.set_flat(np.random.default_rng(5).standard_normal(d) * 3.0)
+    return model
+
+
+def _reference_outputs(model: SubspaceModel, theta: np.ndarray, reference: np.ndarray, obs: np.ndarray) -> np.ndarray:
+    """Outputs of the network as torch defines it: the module with theta_D loaded, its virtual batch
+    norms' statistics set from the reference batch, run in eval mode."""
+    module = model.materialize()
+    names = [name for name, _ in module.named_parameters()]
+    assert names == model.param_names  # so the flat theta_D lays out onto the module's parameters in order
+    with torch.no_grad():
+        torch.nn.utils.vector_to_parameters(torch.from_numpy(theta).clone(), module.parameters())
+    set_reference_statistics(module, torch.from_numpy(reference))
+    with torch.no_grad():
+        return module(torch.from_numpy(obs)).numpy()
+
+
+def test_folded_conv_policy_gives_the_outputs_of_the_module_with_virtual_batch_norm():
+    model = _pong_model()
+    actor = Actor(model, spaces.Discrete(5))
+    assert actor._folded is not None and actor.needs_reference
+    steps = [s[0] for s in actor._folded.steps]
+    # the symmetric padding went into conv 1, the asymmetric one stayed; each norm folded away
+    assert steps == ["conv", "relu", "pad", "conv", "relu", "flatten", "linear", "relu", "linear"]
+    assert sum(s[-1] is not None for s in actor._folded.steps if s[0] in ("conv", "linear")) == 3
+    rng = np.random.default_rng(6)
+    reference = rng.random((32, 2, 36, 36), dtype=np.float32)
+    obs = rng.random((40, 2, 36, 36), dtype=np.float32)
+    theta = model.theta_D().detach().numpy()
+    actor.set_params(theta, None, reference)
+    expect = _reference_outputs(model, theta, reference, obs)
+    got = np.stack([actor.outputs(o) for o in obs])
+    assert np.abs(expect).max() > 1.0  # the comparison is not between near-zero outputs
+    np.testing.assert_allclose(got, expect, rtol=1e-4, atol=1e-4 * np.abs(expect).max())
+    assert [actor.act(o) for o in obs] == list(expect.argmax(axis=1))
+    # a second parameter vector: statistics and folded weights are recomputed, and the kept padded
+    # buffer of the ReLU does not carry anything over
+    theta2 = theta + 0.05 * rng.standard_normal(theta.shape).astype(np.float32)
+    actor.set_params(theta2, None, reference)
+    expect2 = _reference_outputs(model, theta2, reference, obs[:5])
+    np.testing.assert_allclose(np.stack([actor.outputs(o) for o in obs[:5]]), expect2,
+                               rtol=1e-4, atol=1e-4 * np.abs(expect2).max())
+
+
+def test_folded_policy_leaves_the_observation_alone_and_needs_a_reference_batch():
+    model = _pong_model(d=8, image_size=20)
+    actor = Actor(model, spaces.Discrete(5))
+    with pytest.raises(ValueError, match="reference batch"):
+        actor.set_params(model.theta_D().detach().numpy(), None)
+    reference = np.random.default_rng(0).random((8, 2, 20, 20), dtype=np.float32)
+    actor.set_params(model.theta_D().detach().numpy(), None, reference)
+    obs = np.random.default_rng(1).random((2, 20, 20), dtype=np.float32) - 0.5  # negatives: an in-place ReLU would show
+    before = obs.copy()
+    actor.outputs(obs)
+    np.testing.assert_array_equal(obs, before)
+
+
+def test_unknown_layers_fall_back_to_the_plain_module():
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4 * 3 * 3, 2))
+    model = SubspaceModel(net, 5, projection="dense", seed=0)
+    model.set_flat(np.arange(5, dtype=np.float64))
+    assert FoldedNet.build(model) is None
+    actor = Actor(model, spaces.Discrete(2))
+    assert actor._folded is None and not actor.needs_reference
+    theta = model.theta_D().detach().numpy()
+    actor.set_params(theta, None)
+    obs = np.random.default_rng(2).random((1, 8, 8), dtype=np.float32)
+    with torch.no_grad():
+        expect = model(torch.from_numpy(obs)[None])[0].numpy()
+    np.testing.assert_allclose(actor.outputs(obs), expect, rtol=1e-5, atol=1e-6)
+
+
+def test_folded_mlp_without_norms_matches_the_module():
+    """A Sequential the numpy plan does not take (it has a norm) but the folded net does: a norm after a
+    linear layer, and a Tanh."""
+    net = nn.Sequential(nn.Linear(6, 10), VirtualBatchNorm(10), nn.Tanh(), nn.Linear(10, 3))
+    model = SubspaceModel(net, 7, projection="dense", seed=1)
+    model.set_flat(np.random.default_rng(3).standard_normal(7))
+    actor = Actor(model, spaces.Discrete(3))
+    assert actor._plan is None and actor._folded is not None
+    rng = np.random.default_rng(4)
+    reference = rng.standard_normal((16, 6)).astype(np.float32)
+    obs = rng.standard_normal((10, 6)).astype(np.float32)
+    theta = model.theta_D().detach().numpy()
+    actor.set_params(theta, None, reference)
+    expect = _reference_outputs(model, theta, reference, obs)
+    np.testing.assert_allclose(np.stack([actor.outputs(o) for o in obs]), expect, rtol=1e-5, atol=1e-5)
+
+
+def test_action_noise_in_chunks_is_the_step_by_step_noise():
+    for seed, shape, steps in [(7, (17,), 100), (8, (3,), 5), (9, (2, 2), 65)]:
+        noise = ActionNoise(seed, 0.01, chunk=32)
+        rng = np.random.default_rng(seed)
+        for _ in range(steps):
+            expect = rng.standard_normal(shape).astype(np.float32)
+            expect *= 0.01
+            got = noise.next(shape)
+            assert got.dtype == np.float32 and np.array_equal(got, expect)
+
+
+def _check_recorded(out: Path, key: str) -> None:
+    recorded = np.load(RECORDED)
+    with np.load(out / "checkpoint.npz") as ckpt:
+        assert np.array_equal(ckpt["x"], recorded[f"{key}_x"]) and np.abs(ckpt["x"]).sum() > 0
+        assert int(ckpt["timesteps"]) == int(recorded[f"{key}_timesteps"])
+        for k in ("obs_sum", "obs_sumsq", "obs_count"):
+            if f"{key}_{k}" in recorded.files:
+                assert np.array_equal(ckpt[k], recorded[f"{key}_{k}"])
+
+
+def test_humanoid_theta_d_is_bit_identical_to_the_recorded_run(tmp_path):
+    """MLP numpy path, observation normalisation and sums, action noise, the pair buffers of OpenAI-ES."""
+    config = trainer.resolve("configs/es/humanoid_v4.yaml",
+                             {"dim": 700, "pairs": 4, "generations": 3, "seed": 1, "eval_episodes": 1})
+    trainer.train(config, tmp_path / "hum", quiet=True)
+    _check_recorded(tmp_path / "hum", "humanoid")
+
+
+def test_cartpole_theta_d_is_bit_identical_to_the_recorded_run(tmp_path):
+    config = trainer.resolve("configs/es/cartpole.yaml", {"dim": 4, "pairs": 5, "generations": 4, "seed": 2})
+    trainer.train(config, tmp_path / "cart", quiet=True)
+    _check_recorded(tmp_path / "cart", "cartpole")
+
+
+PONG = ["--config", "configs/es/pong.yaml", "--dim", "6000", "--pairs", "2", "--generations", "3", "--seed", "0",
+        "--quiet"]
+
+
+@pytest.mark.slow  # about 30 s: D = 1,005,974 and 12,000 Pong steps
+def test_pong_theta_d_is_bit_identical_to_the_recorded_run(tmp_path):
+    """The folded conv policy rounds differently from the module (folded weights are rounded
+    products), but over these 12,000 steps it chooses the same actions, so theta_d is the same."""
+    from rlsub.cli import main
+
+    assert main(["es", *PONG, "--out", str(tmp_path / "pong")]) == 0
+    _check_recorded(tmp_path / "pong", "pong")
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("n", [2, 3])
+def test_mpi_pong_theta_d_is_the_recorded_one_for_2_and_3_ranks(n, tmp_path):
+    env = dict(os.environ, PATH=f"{VENV_BIN}:{os.environ['PATH']}")
+    proc = subprocess.run([str(VENV_BIN / "mpirun"), "-n", str(n), sys.executable, "-m", "rlsub.cli", "es", *PONG,
+                           "--out", str(tmp_path / "pong")], capture_output=True, text=True, timeout=600, env=env,
+                          cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    _check_recorded(tmp_path / "pong", "pong")
