@@ -14,7 +14,8 @@ a stopped search continues where it was when started again; several workers may 
     python scripts/tune_dqn.py --config configs/dqn/cartpole.yaml --trials 30 --out results/dqn_tuning
 
 ``--fixed key=value`` keeps a setting out of the search (e.g. ``--fixed reward_scale=0.1``);
-``--enqueue FILE:N`` starts the search with the N best trials of an earlier search's trials.jsonl.
+``--enqueue FILE:N`` starts the search with the N best trials of an earlier search's trials.jsonl
+(``FILE:1,2,5``: those trials).
 """
 
 from __future__ import annotations
@@ -101,6 +102,7 @@ def export(study, out: Path, args, fixed: dict) -> None:
     tied = [t for t in done if t.value == top]
     best = min(tied, key=lambda t: (_dqn_params(t.params)["gradient_steps"] / t.params["train_freq"], t.number)) \
         if tied else None
+    _write_table(out / "trials.md", rows)
     from rlsub.dqn import trainer
 
     base = trainer.resolve(args.config, fixed)
@@ -122,6 +124,22 @@ def export(study, out: Path, args, fixed: dict) -> None:
     })
 
 
+def _write_table(path: Path, rows: list[dict]) -> None:
+    """trials.md: one line per trial (state, score, per-seed values, settings), made from the study."""
+    keys = ["learning_rate", "lr_schedule", "batch_size", "buffer_size", "gamma", "exploration_fraction",
+            "exploration_final_eps", "target_update_interval", "learning_starts", "train_freq", "gradient_steps"]
+    lines = ["| trial | state | score | per seed | wall s | " + " | ".join(keys) + " |",
+             "|" + "---|" * (5 + len(keys))]
+    for r in rows:
+        p = {"lr_schedule": "constant", **r["params"], **_dqn_params(r["params"])} if r["params"] else {}
+        cells = [f"{p[k]:.3g}" if isinstance(p.get(k), float) else str(p.get(k, "-")) for k in keys]
+        score = "-" if r["value"] is None else f"{r['value']:.1f}"
+        seeds = ", ".join(f"{v:.1f}" for v in r.get("seed_values") or []) or "-"
+        lines.append(f"| {r['number']} | {r['state']} | {score} | {seeds} | {r.get('wall_time_s', '-')} | "
+                     + " | ".join(cells) + " |")
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
 def _dqn_params(params: dict) -> dict:
     out = {k: v for k, v in params.items() if k not in ("subsample_steps", "lr_schedule")}
     out["gradient_steps"] = max(params["train_freq"] // params["subsample_steps"], 1)
@@ -140,7 +158,7 @@ def main() -> None:
                    help="tuning seeds (keep them apart from the sweeps' seeds)")
     p.add_argument("--worker", type=int, default=0, help="index of this worker when several share OUT")
     p.add_argument("--enqueue", metavar="TRIALS_JSONL:N",
-                   help="first evaluate the N best complete trials of an earlier search")
+                   help="first evaluate the N best complete trials of an earlier search (or :1,2,5 those trials)")
     p.add_argument("--fixed", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args()
     fixed = {}
@@ -161,7 +179,11 @@ def main() -> None:
     if args.enqueue and n_before == 0:
         path, _, n = args.enqueue.rpartition(":")
         earlier = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-        earlier = sorted((r for r in earlier if r["state"] == "COMPLETE"), key=lambda r: -r["value"])[:int(n)]
+        if "," in n:  # FILE:1,2,5 - these trials
+            wanted = [int(x) for x in n.split(",")]
+            earlier = [next(r for r in earlier if r["number"] == k) for k in wanted]
+        else:  # FILE:N - the N best complete trials
+            earlier = sorted((r for r in earlier if r["state"] == "COMPLETE"), key=lambda r: -r["value"])[:int(n)]
         for r in earlier:
             study.enqueue_trial({"lr_schedule": "constant", **r["params"]})
     if args.trials:
