@@ -55,12 +55,17 @@ def _budget(s: dict) -> str:
     n = s.get("n_points")
     seeds = len(s.get("seeds") or [])
     parts = [f"{n} runs", f"{seeds} seeds"]
+    per_point = {(budget, unit) for _, budget, unit in b.get("per_point") or [] if budget}
     if b.get("timesteps_total"):
         parts.append(f"{b['timesteps_total']:,} env steps")
-    if b.get("epochs_per_point"):
+    if len(per_point) == 1:
+        budget, unit = per_point.pop()
+        parts.append(f"{budget:,} {unit} per run")
+    elif b.get("epochs_per_point"):
         parts.append(f"{b['epochs_per_point']} epochs/run")
     parts.append(f"{b.get('wall_time_s_total', 0) / 60:.1f} min")
-    return ", ".join(parts)
+    label = f"**{s['budget_label']}**: " if s.get("budget_label") else ""
+    return label + ", ".join(parts)
 
 
 def _ratio_words(r: float | None) -> str:

@@ -69,6 +69,7 @@ SWEEP_DEFAULTS: dict = {
                           # d <= max_dim with a second optimizer in the same subspace (ES)
     "fixed_criterion": None,  # {key, threshold, label}: d reaching a fixed value of a summary key
                               # (e.g. the paper's "solved" test), beside the baseline-relative d_int90
+    "budget_label": None,  # words the report puts before the budget (e.g. "budget-limited: ...")
 }
 
 CROSS_CHECK_SCHEMA = {"optimizer": Str(), "max_dim": Int(min=1), "below_threshold_only": Bool(),
@@ -96,6 +97,7 @@ SWEEP_SCHEMA: dict = {
     "spread_points": Bool(),
     "cross_check": Mapping(null=True),  # checked against CROSS_CHECK_SCHEMA
     "fixed_criterion": Mapping(null=True),
+    "budget_label": Str(null=True),
 }
 
 
@@ -255,6 +257,7 @@ def write_outputs(config: dict, command: str) -> dict:
         "sweep": config["name"], "trainer": config["trainer"], "task": first.get("task"),
         "paper_task": config["paper_task"], "D": first.get("D"), "metric": first.get("metric"),
         "mode": config["mode"], "seeds": config["seeds"], "n_points": len(points),
+        "budget_label": config["budget_label"],
         "budget": {"overrides": config["overrides"], "baseline_overrides": config["baseline_overrides"],
                    "cross_check": config["cross_check"],
                    "per_point": sorted({(p.get("optimizer") or "-", p.get("budget"), p.get("budget_unit"))

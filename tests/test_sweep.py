@@ -162,6 +162,20 @@ def test_report_from_fixture_results(fake, capsys):
     assert line.split()[:2] == ["cartpole_es", "5"] and line.split()[-1] == "4"  # grid d_int90, ..., paper
 
 
+def test_budget_label_heads_the_report_budget(fake):
+    results = fake / "results"
+    (fake / "fake.yaml").write_text("knee: 5\n")
+    config = sweep.resolve(write_sweep(fake, name="cp", dims=[1, 2, 4, 5, 8], seeds=[0], paper_task="cartpole_es",
+                                       budget_label="budget-limited (one seed)"), results)
+    summary = sweep.run_sweep(config, quiet=True)
+    assert summary["budget_label"] == "budget-limited (one seed)"
+    out, _ = compare_tasks(results)
+    budget_cell = cp_row(out.read_text()).rstrip(" |").split(" | ")[-1]
+    assert budget_cell.startswith("**budget-limited (one seed)**: 6 runs, 1 seeds")
+    with pytest.raises(ConfigError, match="budget_label"):
+        sweep.resolve(write_sweep(fake, budget_label=5))
+
+
 def cp_row(text):
     return next(line for line in text.splitlines() if line.startswith("| CartPole, ES"))
 
