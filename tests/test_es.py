@@ -142,6 +142,8 @@ def test_short_cartpole_run_learns(tmp_path):
     assert rows[-1]["return_mean"] > 2 * rows[0]["return_mean"]
     # most of a CartPole generation is policy and bookkeeping, but some of it is the environment
     assert all(0.0 < r["env_time_frac"] < 1.0 for r in rows)
+    # the optimizer's own share is disjoint from the environment's: together at most the generation
+    assert all(0.0 < r["opt_time_frac"] and r["env_time_frac"] + r["opt_time_frac"] <= 1.0 for r in rows)
     for name in ("config.json", "metrics.jsonl", "summary.json", "theta_d.npy", "checkpoint.npz"):
         assert (tmp_path / "run" / name).exists()
     s = json.loads((tmp_path / "run" / "summary.json").read_text())

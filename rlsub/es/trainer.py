@@ -280,7 +280,9 @@ def train(config: dict, out_dir: str | Path | None = None, resume: bool = False,
     for generation in range(start_gen, config["generations"]):
         t_gen = time.time()
         env_seconds = env.seconds
+        t_opt = time.perf_counter()
         opt.begin(generation, theta_0, project)
+        opt_seconds = time.perf_counter() - t_opt
         per = opt.per_item
         local_rows, local_obs, local_steps = [], [], 0
         for k in range(rank, opt.n_items, size):
@@ -306,8 +308,10 @@ def train(config: dict, out_dir: str | Path | None = None, resume: bool = False,
         order = np.argsort(rows[:, 0], kind="stable")
         rows = rows[order]
         returns = rows[:, 1::2]
+        t_opt = time.perf_counter()
         opt.tell(generation, returns)
         x = opt.x
+        opt_seconds += time.perf_counter() - t_opt
         if obs_stats is not None:
             obs_rows = np.concatenate([p[1] for p in gathered if p[1] is not None])[order]
             n_obs = int(np.prod(obs_shape))
@@ -325,6 +329,9 @@ def train(config: dict, out_dir: str | Path | None = None, resume: bool = False,
                # share of this rank's generation spent inside env.reset/step: 1 minus it is the
                # overhead of policy, projection, update and communication
                "env_time_frac": (env.seconds - env_seconds) / max(gen_time, 1e-9), "comm_bytes": comm_bytes,
+               # share in the optimizer's own work: begin (CMA-ES: ask; OpenAI-ES: theta_0 + P x) and
+               # tell (the update)
+               "opt_time_frac": opt_seconds / max(gen_time, 1e-9),
                **opt.metrics()}
         budget = config["max_timesteps"]
         last = generation + 1 == config["generations"] or (budget is not None and timesteps >= budget)
