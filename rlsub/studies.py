@@ -80,8 +80,10 @@ def growth_exponent(steps, radii, r0: float | None = None, min_step: int = 1) ->
     The poster's random-walk argument gives <r^2> = r0^2 + D sigma^2 t, i.e. r^2 - r0^2 proportional
     to t (``beta`` = 1) and r proportional to sqrt(t) once r >> r0 (``r_exponent`` = beta / 2 =
     0.5). r0 is the radius at t = 0 (default: the radius of the first row, which must be step 0).
-    Also returned: ``loglog_r``, the slope of log r on log t over the second half of the steps (the
-    direct reading of "r grows like t^a", biased low while r0 is not negligible)."""
+    The same fit over the first tenth of the steps (``r_exponent_early``) and the second half
+    (``r_exponent_late``) shows whether one power law holds throughout; ``loglog_r`` is the slope
+    of log r itself on log t over the second half (the direct reading of "r grows like t^a",
+    biased low while r0 is not negligible)."""
     t = np.asarray(steps, dtype=np.float64)
     r = np.asarray(radii, dtype=np.float64)
     if r0 is None:
@@ -91,11 +93,15 @@ def growth_exponent(steps, radii, r0: float | None = None, min_step: int = 1) ->
     keep = (t >= max(min_step, 1)) & (r * r - r0 * r0 > 0) & np.isfinite(r)
     if keep.sum() < 3:
         return {"beta": None, "r_exponent": None, "loglog_r": None, "points": int(keep.sum())}
-    x, y = np.log(t[keep]), np.log(r[keep] ** 2 - r0 ** 2)
-    beta = float(np.polyfit(x, y, 1)[0])
-    late = keep & (t >= t[keep].max() / 2)
-    loglog = float(np.polyfit(np.log(t[late]), np.log(r[late]), 1)[0]) if late.sum() >= 3 else None
-    return {"beta": beta, "r_exponent": beta / 2, "loglog_r": loglog, "points": int(keep.sum()), "r0": r0}
+    def slope(mask, y):
+        return float(np.polyfit(np.log(t[mask]), np.log(y[mask]), 1)[0]) if mask.sum() >= 3 else None
+
+    excess = np.where(keep, r * r - r0 * r0, 1.0)
+    early, late = keep & (t <= t[keep].max() / 10), keep & (t >= t[keep].max() / 2)
+    beta, b_early, b_late = slope(keep, excess), slope(early, excess), slope(late, excess)
+    return {"beta": beta, "r_exponent": beta / 2, "points": int(keep.sum()), "r0": r0,
+            "r_exponent_early": None if b_early is None else b_early / 2,
+            "r_exponent_late": None if b_late is None else b_late / 2, "loglog_r": slope(late, r)}
 
 
 def save_figure(fig, path: str | Path) -> None:

@@ -46,6 +46,8 @@ TASKS = {
 }
 RATIOS = (0.1, 0.3, 1.0, 3.0, 10.0)
 MODES = ("hyperplane", "hypersphere")
+#: the numbers of rlsub.studies.growth_exponent averaged over seeds
+GROWTH_KEYS = ("beta", "r_exponent", "r_exponent_early", "r_exponent_late", "loglog_r")
 
 
 def point_config(task: str, mode: str, ratio: float, seed: int, args) -> dict:
@@ -78,7 +80,7 @@ def run(args) -> None:
 def summarise(args) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    tasks, wall, seeds_done = {}, 0.0, set()
+    tasks, wall, seeds_done, commits = {}, 0.0, set(), set()
     for task in args.tasks:
         _, d, sweep = TASKS[task]
         base = read_json(ROOT / sweep)["baseline"] if (ROOT / sweep).exists() else None
@@ -94,6 +96,7 @@ def summarise(args) -> dict:
                     if s["epochs"] != args.epochs:
                         continue
                     seeds_done.add(seed)
+                    commits.add(s.get("git_commit"))
                     wall += s["wall_time_s"]
                     r_X, D, data_source = s["r_X"], s["D"], s["data_source"]
                     acc.append(s["test_accuracy"])
@@ -110,24 +113,24 @@ def summarise(args) -> dict:
                     "r0_over_rX": mean_std(r0s), "radius_final_over_rX": mean_std(rfin),
                     "of_baseline": (float(np.mean(acc)) / base["mean"]) if base else None}
                 if exps:
-                    fits[f"{ratio:g}"] = {"per_seed": exps, "beta": mean_std([e["beta"] for e in exps]),
-                                          "r_exponent": mean_std([e["r_exponent"] for e in exps]),
-                                          "loglog_r": mean_std([e["loglog_r"] for e in exps])}
+                    fits[f"{ratio:g}"] = {"per_seed": exps, **{k: mean_std([e[k] for e in exps]) for k in GROWTH_KEYS}}
         if not cells:
             continue
         all_exps = [e for f in fits.values() for e in f["per_seed"]]
-        tasks[task] = {"d": d, "D": D, "r_X": r_X, "data_source": data_source,
+        tasks[task] = {"d": d, "D": D, "r_X": r_X, "data_source": data_source, "config_file": TASKS[task][0],
+                       "overrides": "dim, seed, epochs, threads = 1, log_every, and init_radius_ratio (hyperplane) "
+                                    "or subspace: hypersphere + radius_ratio; each run's config.json has them all",
                        "baseline": base, "baseline_from": sweep, "cells": cells, "growth": fits,
-                       "growth_all": {"beta": mean_std([e["beta"] for e in all_exps]),
-                                      "r_exponent": mean_std([e["r_exponent"] for e in all_exps])},
+                       "growth_all": {k: mean_std([e[k] for e in all_exps]) for k in GROWTH_KEYS},
                        "claims": claims(cells, fits, all_exps)}
     summary = {"study": "goldilocks", "command": "python scripts/goldilocks.py " + " ".join(_argv(args)),
-               "run_command": command_line(), "git_commit": git_commit(), "machine": machine(),
+               "run_command": command_line(), "git_commit": git_commit(), "run_commits": sorted(c for c in commits if c), "machine": machine(),
                "python": platform.python_version(), "epochs": args.epochs, "seeds": sorted(seeds_done),
                "seeds_asked": list(args.seeds), "ratios": list(RATIOS), "modes": list(MODES),
                "log_every": args.log_every, "wall_time_s_total": wall, "tasks": tasks,
-               "fit": "least squares of log(r^2 - r0^2) on log(step), steps >= 1 (beta; r ~ t^(beta/2) once r >> r0); "
-                      "loglog_r: slope of log r on log step over the second half of training",
+               "fit": "least squares of log(r^2 - r0^2) on log(step), steps >= 1 (beta; r ~ t^(beta/2) once r >> r0), "
+                      "over the whole run, its first tenth (early) and its second half (late); loglog_r: slope of "
+                      "log r on log step over the second half",
                "plot": "results/plots/goldilocks.png"}
     write_json(out / "summary.json", summary)
     atomic_write_text(out / "README.md", readme(summary))
@@ -196,6 +199,14 @@ def _f(x, digits=3):
     return "-" if x is None else f"{x:.{digits}f}"
 
 
+def _growth(g: dict) -> str:
+    """The r exponents (mean +- sd over runs) of one fit summary."""
+    def one(key):
+        return f"{_f(g[key]['mean'])} +- {_f(g[key]['std'])}"
+    return (f"r exponent beta/2 = {one('r_exponent')} over the whole run (n = {g['r_exponent']['n']}), "
+            f"{one('r_exponent_early')} early, {one('r_exponent_late')} late; log r on log t late: {one('loglog_r')}")
+
+
 def _each(values: dict, digits: int) -> str:
     """'0.1: 0.905, 0.3: 0.901' from {ratio: number}."""
     return ", ".join(f"{k}: {_f(v, digits)}" for k, v in values.items())
@@ -207,7 +218,9 @@ def readme(s: dict) -> str:
              "in `runs/` holds its `config.json`, `metrics.jsonl` and `summary.json`). Git commit "
              f"{s['git_commit']}, {s['epochs']} epochs a run (the poster trained 15; this study's budget "
              f"was about 60 CPU-minutes on a shared 2-core machine), seeds {s['seeds']} of {s['seeds_asked']}, "
-             f"Adam at each config's lr, total training wall time {s['wall_time_s_total'] / 60:.1f} min.",
+             f"Adam at each config's lr, total training wall time {s['wall_time_s_total'] / 60:.1f} min. The runs "
+             f"record the commit they started from: {', '.join(s['run_commits']) or '-'} (\"+dirty\": started from "
+             "uncommitted code, committed next in the history).",
              "", "Hyperplane: theta_D = theta_0 + P theta_d with theta_0 (the standard init, norm r_X) rescaled "
              "to r0 = ratio * r_X, the radius free to move. Hypersphere: theta_D = P theta_d held at "
              "||theta_D|| = r0 (radial gradient removed, renormalised after every step). Accuracy: test "
@@ -232,12 +245,9 @@ def readme(s: dict) -> str:
             lines.append(f"| {r:g} | {a(h)} | {_f(h['radius_final_over_rX']['mean'] if h else None)} | {a(p)} |")
         lines += ["", "Growth of the radius from below (hyperplane, r0 < r_X), " + s["fit"] + ":", ""]
         for r, g in t["growth"].items():
-            lines.append(f"- r0 = {r} r_X: r exponent beta/2 = {_f(g['r_exponent']['mean'])} +- "
-                         f"{_f(g['r_exponent']['std'])} (sd over {g['r_exponent']['n']} seeds); "
-                         f"late log r / log t slope {_f(g['loglog_r']['mean'])} +- {_f(g['loglog_r']['std'])}")
-        ga = t["growth_all"]["r_exponent"]
-        if ga["n"]:
-            lines.append(f"- all runs below r_X: {_f(ga['mean'])} +- {_f(ga['std'])} (n = {ga['n']})")
+            lines.append(f"- r0 = {r} r_X: {_growth(g)}")
+        if t["growth_all"]["r_exponent"]["n"]:
+            lines.append(f"- all runs below r_X: {_growth(t['growth_all'])}")
         c = t["claims"]
         if c:
             lines += ["", f"The poster's claims here (\"good\" = at least 90% of the best hyperplane accuracy, "

@@ -58,9 +58,9 @@ def point_name(name: str, d: int, seed: int) -> str:
 
 
 def points(args):
-    """(map, d, seed, config or the ConfigError that refuses it), seed-major."""
-    for seed in args.seeds:
-        for d in args.dims:
+    """(map, d, seed, config or the ConfigError that refuses it), d-major (the small, cheap d first)."""
+    for d in args.dims:
+        for seed in args.seeds:
             for name in MAPS:
                 overrides = {"dim": d, "seed": seed, "epochs": args.epochs, "threads": 1, **map_keys(name, d, args)}
                 try:
@@ -89,7 +89,7 @@ def run(args) -> None:
 def summarise(args) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    cells, refused, wall, seeds_done, D = {}, {}, 0.0, set(), None
+    cells, refused, wall, seeds_done, D, commits = {}, {}, 0.0, set(), None, set()
     for name, d, seed, config in points(args):
         key = f"{name}/{d}"
         if isinstance(config, ConfigError):
@@ -100,6 +100,7 @@ def summarise(args) -> dict:
             continue
         s = read_json(folder / "summary.json")
         seeds_done.add(seed)
+        commits.add(s.get("git_commit"))
         wall += s["wall_time_s"]
         D = s["D"]
         c = cells.setdefault(key, {"map": name, "d": d, "projection_width": s["projection_width"],
@@ -113,7 +114,7 @@ def summarise(args) -> dict:
     base_path = ROOT / "results/mnist_fc/summary.json"
     summary = {"study": "nonlinear", "task": "mnist_fc", "config_file": CONFIG, "D": D,
                "command": "python scripts/nonlinear.py " + " ".join(_argv(args)), "run_command": command_line(),
-               "git_commit": git_commit(), "machine": machine(), "python": platform.python_version(),
+               "git_commit": git_commit(), "run_commits": sorted(c for c in commits if c), "machine": machine(), "python": platform.python_version(),
                "epochs": args.epochs, "seeds": sorted(seeds_done), "seeds_asked": list(args.seeds),
                "dims": list(args.dims), "maps": list(MAPS), "rff_scale": args.rff_scale,
                "projection_lr": args.projection_lr, "wall_time_s_total": wall, "cells": cells, "refused": refused,
@@ -158,7 +159,8 @@ def readme(s: dict) -> str:
              f"for every map, {s['epochs']} epochs a run (a budget of about 30 CPU-minutes on a shared 2-core "
              f"machine), seeds {s['seeds']} of {s['seeds_asked']}, rff_features = d / 2, rff_scale = "
              f"{s['rff_scale']:g}, trainable P at its own Adam step {s['projection_lr']:g}; total training wall "
-             f"time {s['wall_time_s_total'] / 60:.1f} min. Test accuracy after the last epoch: mean over seeds "
+             f"time {s['wall_time_s_total'] / 60:.1f} min; run commits {', '.join(s['run_commits']) or '-'}. "
+             "Test accuracy after the last epoch: mean over seeds "
              "[bootstrap 16-84% range of the mean] (n).", ""]
     if s["baseline"]:
         lines += [f"Full-space baseline (from `{s['baseline_from']}`, 5 epochs): {s['baseline']['mean']:.4f}.", ""]

@@ -52,11 +52,24 @@ def test_growth_exponent_recovers_the_power_law_of_r2_minus_r0_2(beta):
     assert fit["beta"] == pytest.approx(beta, abs=1e-9)
     assert fit["r_exponent"] == pytest.approx(beta / 2, abs=1e-9)
     assert fit["r0"] == r0 and fit["points"] == len(t) - 1
+    assert fit["r_exponent_early"] == pytest.approx(beta / 2, abs=1e-9)
+    assert fit["r_exponent_late"] == pytest.approx(beta / 2, abs=1e-9)
     # the direct log r / log t slope over the late half, computed by hand
     late = t >= 1000
     slope = np.polyfit(np.log(t[late]), np.log(r[late]), 1)[0]
     assert fit["loglog_r"] == pytest.approx(slope, abs=1e-12)
     assert fit["loglog_r"] < beta / 2 + 1e-12  # r0 > 0 pulls the direct slope below beta / 2
+
+
+def test_growth_exponent_windows_see_a_change_of_regime():
+    t = np.arange(0, 3001, 10)
+    r = np.where(t <= 100, 0.1 + 0.01 * t, 1.1 * np.sqrt(np.maximum(t, 1) / 100.0))  # linear, then sqrt
+    fit = growth_exponent(t, r, r0=0.1)
+    assert fit["r_exponent_late"] == pytest.approx(0.5, abs=1e-3)
+    early = t[(t >= 1) & (t <= 300)]
+    re = r[(t >= 1) & (t <= 300)]
+    assert fit["r_exponent_early"] == pytest.approx(np.polyfit(np.log(early), np.log(re**2 - 0.01), 1)[0] / 2)
+    assert fit["r_exponent_early"] > 0.6
 
 
 def test_growth_exponent_needs_a_start_and_growth():
