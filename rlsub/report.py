@@ -111,7 +111,7 @@ def nonlinear_section(s: dict) -> list[str]:
         for d in s["dims"]:
             key = f"{name}/{d}"
             cells.append(_acc(s["cells"].get(key)) if key in s["cells"]
-                         else ("refused (P too large to train)" if key in s.get("refused", {}) else "-"))
+                         else ("not run" if key in s.get("refused", {}) else "-"))
         out.append(f"| {name} | " + " | ".join(cells) + " |")
     trained = [f"d = {c['d']:,}: {c['trained_parameters']:,}" for c in s["cells"].values() if c["map"] == "trainable"]
     if trained:

@@ -273,7 +273,7 @@ def test_compare_tasks_adds_a_section_per_study_and_does_not_take_them_for_sweep
     assert "hypersphere good only near r_X: holds" in gold
     non = text[text.index("## Nonlinear"):]
     assert "| rff | 0.6000 [0.5980-0.6030] (n=3) | 0.7000 [0.6980-0.7030] (n=3) |" in non
-    assert "| trainable | 0.9500 [0.9480-0.9530] (n=3) | refused (P too large to train) |" in non
+    assert "| trainable | 0.9500 [0.9480-0.9530] (n=3) | not run |" in non
     assert "| unnormalised | - | - |" in non
     assert "d = 50: 50,050" in non
     assert "d = 50: holds (rff - linear +0.1000" in non and "d = 200: does not hold" in non
