@@ -224,7 +224,12 @@ def readme(s: dict) -> str:
              "", "Hyperplane: theta_D = theta_0 + P theta_d with theta_0 (the standard init, norm r_X) rescaled "
              "to r0 = ratio * r_X, the radius free to move. Hypersphere: theta_D = P theta_d held at "
              "||theta_D|| = r0 (radial gradient removed, renormalised after every step). Accuracy: test "
-             "accuracy after the last epoch, mean over seeds [bootstrap 16-84% range of the mean].", ""]
+             "accuracy after the last epoch, mean over seeds [bootstrap 16-84% range of the mean].", "",
+             "Reading these numbers: theta_d is trained by Adam at the config's fixed step size for every r0, so a "
+             "step is large against a small radius and small against a large one; on the hypersphere the radius "
+             "and the effective (angular) step size change together. The hypersphere starts at the point of span(P) "
+             "nearest theta_0, rescaled to r0; with d << D that point is almost orthogonal to theta_0, so its start "
+             "is a random direction of span(P) (as the poster's r = P theta), not the network's own init.", ""]
     for task, t in s["tasks"].items():
         base = t["baseline"]
         lines += [f"## {task} (d = {t['d']:,}, D = {t['D']:,}, r_X = {t['r_X']:.2f}, data: {t['data_source']})", ""]
