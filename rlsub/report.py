@@ -119,7 +119,7 @@ def nonlinear_section(s: dict) -> list[str]:
     v = s.get("verdict") or {}
     if v:
         out += ["", "\"RFF > linear ~ power\": " + "; ".join(
-            f"d = {d}: {_verdict(x['holds'])} (rff - linear {x['rff_minus_linear']:+.4f}, power - linear "
+            f"d = {d}: {_verdict(x['holds'])} ({x.get('rff', 'rff')} - linear {x['rff_minus_linear']:+.4f}, power - linear "
             f"{x['power_minus_linear']:+.4f})" for d, x in v.items()) + "."]
     out.append("")
     return out

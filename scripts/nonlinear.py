@@ -8,6 +8,10 @@ and seeds:
   power         theta_0 + P [theta_d; theta_d^2]                 (P [D, 2d])
   rff           theta_0 + P [theta_d; cos(B theta_d) - 1; sin(B theta_d)], d / 2 features
                 (P [D, 2d], the width of power's; B entries N(0, rff_scale^2))
+  rff_low       rff with B 1/30 as large (``--rff-scale-low`` 0.03): after training, linear theta_d at
+                d = 50 has a norm of about 35 here, so with scale 1 the phases B theta_d span tens of
+                radians; at 0.03 they stay of order 1. Chosen from the linear runs' theta_d before any
+                rff_low run, and reported beside rff, not instead of it.
   unnormalised  linear with P's entries N(0, 1/D), columns not rescaled
   trainable     linear with P trained too (Adam, its own step size ``--projection-lr``); no longer a
                 d-dimensional search: the trained-parameter count d + D d is recorded. Only where
@@ -36,7 +40,9 @@ from rlsub.supervised import trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = "configs/supervised/mnist_fc.yaml"
-MAPS = ("linear", "power", "rff", "unnormalised", "trainable")
+MAPS = ("linear", "power", "rff", "rff_low", "unnormalised", "trainable")
+#: the maps whose "RFF > linear ~ power" verdict is given (the slides' rff at two scales of B)
+RFF_MAPS = ("rff", "rff_low")
 
 
 def map_keys(name: str, d: int, args) -> dict:
@@ -44,8 +50,9 @@ def map_keys(name: str, d: int, args) -> dict:
     keys = {"projection": "dense"}
     if name == "power":
         keys["augment"] = "power"
-    elif name == "rff":
-        keys.update(augment="rff", rff_features=max(1, d // 2), rff_scale=args.rff_scale)
+    elif name in RFF_MAPS:
+        scale = args.rff_scale if name == "rff" else args.rff_scale_low
+        keys.update(augment="rff", rff_features=max(1, d // 2), rff_scale=scale)
     elif name == "unnormalised":
         keys["normalize_columns"] = False
     elif name == "trainable":
@@ -120,7 +127,7 @@ def summarise(args) -> dict:
                "command": "python scripts/nonlinear.py " + " ".join(_argv(args)), "run_command": command_line(),
                "git_commit": git_commit(), "run_commits": sorted(c for c in commits if c), "machine": machine(), "python": platform.python_version(),
                "epochs": args.epochs, "seeds": sorted(seeds_done), "seeds_asked": list(args.seeds),
-               "dims": list(args.dims), "trainable_dims": list(args.trainable_dims), "maps": list(MAPS), "rff_scale": args.rff_scale,
+               "dims": list(args.dims), "trainable_dims": list(args.trainable_dims), "maps": list(MAPS), "rff_scale": args.rff_scale, "rff_scale_low": args.rff_scale_low,
                "projection_lr": args.projection_lr, "wall_time_s_total": wall, "cells": cells, "refused": refused,
                "baseline": read_json(base_path)["baseline"] if base_path.exists() else None,
                "baseline_from": "results/mnist_fc/summary.json", "verdict": verdict(cells, args.dims),
@@ -140,20 +147,23 @@ def verdict(cells: dict, dims) -> dict:
 
     out = {}
     for d in dims:
-        lin, pw, rf = rng("linear", d), rng("power", d), rng("rff", d)
-        if not (lin and pw and rf):
-            continue
-        out[str(d)] = {"rff_minus_linear": rf["mean"] - lin["mean"], "power_minus_linear": pw["mean"] - lin["mean"],
-                       "rff_above_linear": rf["lo"] > lin["hi"], "rff_below_linear": rf["hi"] < lin["lo"],
-                       "power_overlaps_linear": not (pw["lo"] > lin["hi"] or pw["hi"] < lin["lo"]),
-                       "holds": rf["lo"] > lin["hi"] and not (pw["lo"] > lin["hi"] or pw["hi"] < lin["lo"])}
+        for rff in RFF_MAPS:
+            lin, pw, rf = rng("linear", d), rng("power", d), rng(rff, d)
+            if not (lin and pw and rf):
+                continue
+            power_overlaps = not (pw["lo"] > lin["hi"] or pw["hi"] < lin["lo"])
+            out[str(d) if rff == "rff" else f"{d} ({rff})"] = {
+                "rff": rff, "rff_minus_linear": rf["mean"] - lin["mean"], "power_minus_linear": pw["mean"] - lin["mean"],
+                "rff_above_linear": rf["lo"] > lin["hi"], "rff_below_linear": rf["hi"] < lin["lo"],
+                "power_overlaps_linear": power_overlaps, "holds": rf["lo"] > lin["hi"] and power_overlaps}
     return out
 
 
 def _argv(args) -> list[str]:
     return ["--epochs", str(args.epochs), "--seeds", *map(str, args.seeds), "--dims", *map(str, args.dims),
             "--trainable-dims", *map(str, args.trainable_dims),
-            "--rff-scale", f"{args.rff_scale:g}", "--projection-lr", f"{args.projection_lr:g}"]
+            "--rff-scale", f"{args.rff_scale:g}", "--rff-scale-low", f"{args.rff_scale_low:g}",
+            "--projection-lr", f"{args.projection_lr:g}"]
 
 
 def readme(s: dict) -> str:
@@ -164,7 +174,7 @@ def readme(s: dict) -> str:
              f"for every map, {s['epochs']} epochs a run (a budget of about 30 CPU-minutes on a shared 2-core "
              f"machine: a dense P costs far more per step than the Fastfood P of the d_int90 sweeps, so this "
              f"study stops at d = {max(s['dims'])} and trains P only at d = {', '.join(map(str, s['trainable_dims']))}), seeds {s['seeds']} of {s['seeds_asked']}, rff_features = d / 2, rff_scale = "
-             f"{s['rff_scale']:g}, trainable P at its own Adam step {s['projection_lr']:g}; total training wall "
+             f"{s['rff_scale']:g} (rff_low: {s['rff_scale_low']:g}), trainable P at its own Adam step {s['projection_lr']:g}; total training wall "
              f"time {s['wall_time_s_total'] / 60:.1f} min; run commits {', '.join(s['run_commits']) or '-'}. "
              "Test accuracy after the last epoch: mean over seeds "
              "[bootstrap 16-84% range of the mean] (n).", ""]
@@ -190,7 +200,7 @@ def readme(s: dict) -> str:
         lines.append(f"- {key}: not run ({why})")
     lines += ["", "\"RFF > linear ~ power\" (RFF's range above linear's, power's overlapping it):", ""]
     for d, v in s["verdict"].items():
-        lines.append(f"- d = {d}: rff - linear = {v['rff_minus_linear']:+.4f}, power - linear = "
+        lines.append(f"- d = {d}: {v['rff']} - linear = {v['rff_minus_linear']:+.4f}, power - linear = "
                      f"{v['power_minus_linear']:+.4f}; rff above linear: {v['rff_above_linear']}, rff below "
                      f"linear: {v['rff_below_linear']}, power overlaps linear: {v['power_overlaps_linear']} -> "
                      f"**{'holds' if v['holds'] else 'does not hold'}**")
@@ -232,6 +242,7 @@ def main(argv=None) -> int:
     p.add_argument("--dims", type=int, nargs="+", default=[50, 200])
     p.add_argument("--trainable-dims", type=int, nargs="+", default=[50], help="the d at which P is trained too")
     p.add_argument("--rff-scale", type=float, default=1.0)
+    p.add_argument("--rff-scale-low", type=float, default=0.03, help="B's scale for the map rff_low")
     p.add_argument("--projection-lr", type=float, default=1e-3, help="Adam step for a trained P (the config's full_lr)")
     args = p.parse_args(argv)
     if not args.summarise:

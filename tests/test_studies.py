@@ -241,9 +241,9 @@ def _nonlinear_summary():
     cells = {"linear/50": cell("linear", 50, 0.5, 50), "power/50": cell("power", 50, 0.501, 50),
              "rff/50": cell("rff", 50, 0.6, 50), "trainable/50": cell("trainable", 50, 0.95, 50 + 50 * 1000),
              "linear/200": cell("linear", 200, 0.8, 200), "power/200": cell("power", 200, 0.79, 200),
-             "rff/200": cell("rff", 200, 0.7, 200)}
+             "rff/200": cell("rff", 200, 0.7, 200), "rff_low/200": cell("rff_low", 200, 0.9, 200)}
     return {"study": "nonlinear", "command": "python scripts/nonlinear.py --epochs 1", "git_commit": "abc", "epochs": 1,
-            "seeds": [0, 1, 2], "dims": [50, 200], "maps": ["linear", "power", "rff", "unnormalised", "trainable"],
+            "seeds": [0, 1, 2], "dims": [50, 200], "maps": ["linear", "power", "rff", "rff_low", "unnormalised", "trainable"],
             "cells": cells, "refused": {"trainable/200": "too large"},
             "verdict": _script("nonlinear").verdict(cells, [50, 200])}
 
@@ -253,6 +253,9 @@ def test_nonlinear_verdict_reads_the_bootstrap_ranges():
     assert v["50"]["holds"] and v["50"]["rff_minus_linear"] == pytest.approx(0.1)
     assert v["50"]["power_overlaps_linear"]  # 0.501 +- : ranges [0.499, 0.504] and [0.498, 0.503] meet
     assert not v["200"]["holds"] and v["200"]["rff_below_linear"] and not v["200"]["power_overlaps_linear"]
+    low = v["200 (rff_low)"]  # above linear, but power (0.79 [0.788-0.793]) is apart from linear (0.8 [0.798-0.803])
+    assert low["rff_above_linear"] and low["rff_minus_linear"] == pytest.approx(0.1) and not low["holds"]
+    assert "50 (rff_low)" not in v  # no rff_low runs at d = 50
 
 
 def test_compare_tasks_adds_a_section_per_study_and_does_not_take_them_for_sweeps(tmp_path):
@@ -276,7 +279,9 @@ def test_compare_tasks_adds_a_section_per_study_and_does_not_take_them_for_sweep
     assert "| trainable | 0.9500 [0.9480-0.9530] (n=3) | not run |" in non
     assert "| unnormalised | - | - |" in non
     assert "d = 50: 50,050" in non
-    assert "d = 50: holds (rff - linear +0.1000" in non and "d = 200: does not hold" in non
+    assert "d = 50: holds (rff - linear +0.1000" in non and "d = 200: does not hold (rff - linear -0.1000" in non
+    assert "d = 200 (rff_low): does not hold (rff_low - linear +0.1000" in non
+    assert "| rff_low | - | 0.9000 [0.8980-0.9030] (n=3) |" in non
     # without the studies' files, no sections
     for name in ("goldilocks", "nonlinear"):
         (tmp_path / name / "summary.json").unlink()
