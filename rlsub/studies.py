@@ -22,8 +22,9 @@ import numpy as np
 
 from rlsub.errors import UserError
 
-#: files a finished study run does not keep (large, and only needed to continue a run)
-PRUNE = ("checkpoint.pt",)
+#: files a finished study run does not keep: large, and needed only to continue a run or, for a trained
+#: P (D x width floats, tens of MB), to reload it; its summary and metrics keep what the study reports
+PRUNE = ("checkpoint.pt", "projection_PT.npy")
 PRUNE_GLOBS = ("events.out.tfevents.*",)
 
 

@@ -192,7 +192,11 @@ def readme(s: dict) -> str:
             else:
                 cellstr.append("not run (see below)" if f"{name}/{d}" in s["refused"] else "-")
         lines.append(f"| {name} | " + " | ".join(cellstr) + " |")
-    lines += ["", "Trained parameters (what the optimiser actually searches) and P's width:", ""]
+    lines += ["", "Reading the table: `unnormalised` draws P's entries N(0, 1/D) and leaves the columns alone; with D "
+              "this large their norms are already within about sqrt(2 / D) of 1, so it can differ from `linear` only "
+              "by that. `trainable` trains every entry of P as well, d + D d numbers: more than the network's own D, "
+              "so it is full-space training in another parameterisation, not a d-dimensional search.", "",
+              "Trained parameters (what the optimiser actually searches) and P's width:", ""]
     for key, c in s["cells"].items():
         lines.append(f"- {key}: {c['trained_parameters']:,} trained, P of width {c['projection_width']:,}, "
                      f"{sum(c['wall_time_s']) / max(1, len(c['wall_time_s'])):.0f} s a run")
