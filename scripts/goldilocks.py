@@ -184,7 +184,7 @@ def claims(cells: dict, fits: dict, exps: list[dict]) -> dict:
     if sphere:
         good_at = [float(r) for r, a in sphere.items() if a >= good]
         out["3_hypersphere_good_only_near_rX"] = {
-            "accuracy": sphere, "good_at_ratios": good_at,
+            "accuracy": sphere, "good_at_ratios": good_at, "best_ratio": float(max(sphere, key=sphere.get)),
             "holds": bool(good_at) and all(1 / 3 - 1e-9 <= r <= 3 + 1e-9 for r in good_at)
                      and "1" in sphere and sphere["1"] >= good}
     return out
@@ -275,7 +275,8 @@ def readme(s: dict) -> str:
             if c3:
                 lines.append(f"3. On the hypersphere, good only near r_X: **{'holds' if c3['holds'] else 'does not hold'}**. "
                              f"Accuracy {_each(c3['accuracy'], 4)}; good at r0 / r_X in "
-                             f"{c3['good_at_ratios']} (\"near\" taken as 1/3 .. 3).")
+                             f"{c3['good_at_ratios']} (\"near\" taken as 1/3 .. 3, and good at r_X itself); best at "
+                             f"r0 = {c3['best_ratio']:g} r_X.")
         lines.append("")
     lines += ["Plot: `results/plots/goldilocks.png` (left: accuracy against r0 / r_X, seeds as dots; right: "
               "r(t) / r_X of the hyperplane runs, log-log).", ""]

@@ -195,7 +195,8 @@ def readme(s: dict) -> str:
     lines += ["", "Reading the table: `unnormalised` draws P's entries N(0, 1/D) and leaves the columns alone; with D "
               "this large their norms are already within about sqrt(2 / D) of 1, so it can differ from `linear` only "
               "by that. `trainable` trains every entry of P as well, d + D d numbers: more than the network's own D, "
-              "so it is full-space training in another parameterisation, not a d-dimensional search.", "",
+              "so it is full-space training in another parameterisation, not a d-dimensional search. Its trained P "
+              "(D x d floats, 40 MB at d = 50) is not kept in `runs/`, so those runs cannot be reloaded.", "",
               "Trained parameters (what the optimiser actually searches) and P's width:", ""]
     for key, c in s["cells"].items():
         lines.append(f"- {key}: {c['trained_parameters']:,} trained, P of width {c['projection_width']:,}, "

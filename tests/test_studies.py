@@ -215,7 +215,7 @@ def test_goldilocks_claims_on_a_grid_where_all_three_hold_and_where_they_fail():
     c2 = c["2_above_rX_stays_and_fails"]
     assert c2["holds"] and c2["final_over_initial_radius"] == {"3": pytest.approx(3.05 / 3), "10": pytest.approx(1.02)}
     c3 = c["3_hypersphere_good_only_near_rX"]
-    assert c3["holds"] and c3["good_at_ratios"] == [1.0, 3.0]
+    assert c3["holds"] and c3["good_at_ratios"] == [1.0, 3.0] and c3["best_ratio"] == 1.0
     # the other way: grows linearly (exponent 1), good far from r_X on the sphere, fine from above
     cells = _goldilocks_cells()
     cells["hypersphere/10"] = _cell("hypersphere", 10.0, 0.9, 10.0)
