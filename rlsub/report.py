@@ -1,7 +1,9 @@
 """The cross-domain report (`rlsub compare-tasks`): d_int90 of every task, ours beside the paper's.
 
-Reads only sweep results (``<results>/<sweep>/summary.json``, written by :mod:`rlsub.sweep`); the
-paper's figures come from :mod:`rlsub.paper`. Writes a Markdown table and two PNG plots:
+Reads only sweep results (``<results>/<sweep>/summary.json``, written by :mod:`rlsub.sweep`) and
+the summaries of the seeds' follow-up studies (``<results>/{goldilocks,nonlinear}/summary.json``,
+marked ``"study"``, written by ``scripts/goldilocks.py`` and ``scripts/nonlinear.py``), a section
+each; the paper's figures come from :mod:`rlsub.paper`. Writes a Markdown table and two PNG plots:
 performance against d per task (with the baseline and the 90% line) and d_int90 of all tasks on
 a log scale. A task without results is listed as not measured, with the command that measures it.
 """
@@ -35,6 +37,104 @@ def load_sweeps(results: str | Path) -> dict[str, dict]:
             raise UserError(f"two sweeps measure {key}: {found[key]['_path']} and {path}; move one away")
         found[key] = summary
     return found
+
+
+#: the follow-up studies with a report section: folder under results/ -> section writer (below)
+STUDIES = ("goldilocks", "nonlinear")
+
+
+def load_studies(results: str | Path) -> dict[str, dict]:
+    """The studies' summaries under ``results`` that exist (``<results>/<study>/summary.json``)."""
+    found = {}
+    for name in STUDIES:
+        path = Path(results) / name / "summary.json"
+        if not path.exists():
+            continue
+        try:
+            summary = json.loads(path.read_text())
+        except ValueError as exc:
+            raise UserError(f"{path} is damaged ({exc}); rerun its script (scripts/{name}.py) or move it away") from None
+        if isinstance(summary, dict) and summary.get("study") == name:
+            found[name] = summary
+    return found
+
+
+def _acc(c: dict | None) -> str:
+    if not c:
+        return "-"
+    a = c["test_accuracy"]
+    return f"{a['mean']:.4f} [{a['lo']:.4f}-{a['hi']:.4f}] (n={a['n']})"
+
+
+def _verdict(holds) -> str:
+    return "holds" if holds else "does not hold"
+
+
+def goldilocks_section(s: dict) -> list[str]:
+    """The Goldilocks study: accuracy against r0 / r_X per task and shape, the r(t) exponent, the claims."""
+    out = ["## The Goldilocks zone (hyperplane started at r0 vs hypersphere held at r0)", "",
+           f"From `results/goldilocks/summary.json` (`{s['command']}`, commit {s['git_commit']}): "
+           f"{s['epochs']} epochs a run, seeds {s['seeds']}, test accuracy mean [bootstrap 16-84% range]; "
+           "details and the poster's claims in `goldilocks/README.md`, plot `plots/goldilocks.png`.", ""]
+    for task, t in s["tasks"].items():
+        jpeg = " (CIFAR-10 JPEG re-encoding, not the official files)" if "jpeg" in str(t["data_source"]).lower() else ""
+        out += [f"**{task}**, d = {t['d']:,}, r_X = {t['r_X']:.3g}{jpeg}", "",
+                "| r0 / r_X | hyperplane | radius end / r_X | hypersphere |", "|---|---|---|---|"]
+        for r in s["ratios"]:
+            h, p = t["cells"].get(f"hyperplane/{r:g}"), t["cells"].get(f"hypersphere/{r:g}")
+            end = f"{h['radius_final_over_rX']['mean']:.3g}" if h else "-"
+            out.append(f"| {r:g} | {_acc(h)} | {end} | {_acc(p)} |")
+        g = t.get("growth_all", {}).get("r_exponent", {})
+        if g.get("n"):
+            out += ["", f"Growth from below: r ~ t^{g['mean']:.3f} (sd {g['std']:.3f} over {g['n']} runs; "
+                        "fit of log(r^2 - r0^2) on log t, halved)."]
+        c = t.get("claims") or {}
+        names = {"1_below_rX_grows_as_sqrt_t": "from below, r ~ sqrt(t), good solution near r_X",
+                 "2_above_rX_stays_and_fails": "from above, radius unchanged, no good solution",
+                 "3_hypersphere_good_only_near_rX": "hypersphere good only near r_X"}
+        verdicts = [f"{names[k]}: {_verdict(v['holds'])}" for k, v in c.items() if k in names]
+        if verdicts:
+            out += ["", "Poster's claims: " + "; ".join(verdicts) + "."]
+        out.append("")
+    return out
+
+
+def nonlinear_section(s: dict) -> list[str]:
+    """The nonlinear-projection study: accuracy per map and d, and whether RFF > linear ~ power."""
+    out = ["## Nonlinear and trainable projections (MNIST FC, dense P, accuracy at fixed d)", "",
+           f"From `results/nonlinear/summary.json` (`{s['command']}`, commit {s['git_commit']}): "
+           f"{s['epochs']} epochs a run, seeds {s['seeds']}, test accuracy mean [bootstrap 16-84% range]; "
+           "details in `nonlinear/README.md`, plot `plots/nonlinear.png`.", "",
+           "| map | " + " | ".join(f"d = {d:,}" for d in s["dims"]) + " |", "|---|" + "---|" * len(s["dims"])]
+    for name in s["maps"]:
+        cells = []
+        for d in s["dims"]:
+            key = f"{name}/{d}"
+            cells.append(_acc(s["cells"].get(key)) if key in s["cells"]
+                         else ("not run" if key in s.get("refused", {}) else "-"))
+        out.append(f"| {name} | " + " | ".join(cells) + " |")
+    trained = [f"d = {c['d']:,}: {c['trained_parameters']:,}" for c in s["cells"].values() if c["map"] == "trainable"]
+    if trained:
+        out += ["", "Trainable P, parameters actually trained: " + ", ".join(trained) + "."]
+    v = s.get("verdict") or {}
+    if v:
+        out += ["", "\"RFF > linear ~ power\": " + "; ".join(
+            f"d = {d}: {_verdict(x['holds'])} ({x.get('rff', 'rff')} - linear {x['rff_minus_linear']:+.4f}, power - linear "
+            f"{x['power_minus_linear']:+.4f})" for d, x in v.items()) + "."]
+    out.append("")
+    return out
+
+
+SECTIONS = {"goldilocks": goldilocks_section, "nonlinear": nonlinear_section}
+
+
+def study_sections(studies: dict[str, dict]) -> list[str]:
+    """Markdown lines: one section per study present."""
+    lines = []
+    for name in STUDIES:
+        if name in studies:
+            lines += ["", *SECTIONS[name](studies[name])]
+    return lines
 
 
 #: axis labels in words
@@ -137,7 +237,7 @@ def _bytes(n: int) -> str:
     return f"{n} B"
 
 
-def markdown(rows: list[dict], results: str) -> str:
+def markdown(rows: list[dict], results: str, studies: dict[str, dict] | None = None) -> str:
     lines = [
         "# rlsub: intrinsic dimension across tasks",
         "",
@@ -203,7 +303,8 @@ def markdown(rows: list[dict], results: str) -> str:
               "`plots/d_int90_budget.png` (d_int90 against the fraction of the budget, per task)."]
     if notes:
         lines += ["", "Notes:", *notes]
-    return "\n".join(lines) + "\n"
+    lines += study_sections(studies or {})
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 def _d_words(a: dict) -> str:
@@ -357,5 +458,5 @@ def compare_tasks(results: str | Path = "results", out: str | Path | None = None
     sweeps = load_sweeps(results)
     rows = build_rows(sweeps)
     plot(sweeps, rows, out.parent / "plots")
-    atomic_write_text(out, markdown(rows, str(results)))
+    atomic_write_text(out, markdown(rows, str(results), load_studies(results)))
     return out, rows

@@ -98,7 +98,7 @@ def read_json(path: str | Path) -> dict:
 
 
 #: the first of these a metrics row holds is its TensorBoard step
-STEP_KEYS = ("timesteps", "epoch", "generation")
+STEP_KEYS = ("timesteps", "step", "epoch", "generation")  # the x-axis of a row in TensorBoard, first found
 
 
 def check_out_dir(path: str | Path, resume: bool = False) -> None:

@@ -79,7 +79,7 @@ class SubspaceModel(nn.Module):
             raise ProjectionError(f"augment {augment!r} makes P {D} x {width}: its width d + features must not exceed D")
         self.trainable_projection = bool(trainable_projection)
         if self.trainable_projection:
-            _check_trainable(projection, D, width, projection_options.get("max_dense_bytes", MAX_DENSE_BYTES))
+            check_trainable(projection, D, width, projection_options.get("max_dense_bytes", MAX_DENSE_BYTES))
             projection_options = {**projection_options, "trainable": True}
         self.projection: Projection = make_projection(projection, D, width, seed, **projection_options)
         # Parameters leave the module: theta_d must be the only nn.Parameter anywhere below us.
@@ -211,7 +211,7 @@ class SubspaceModel(nn.Module):
                 "(its repr shows them as absent)")
 
 
-def _check_trainable(kind: str, D: int, width: int, max_dense_bytes: int) -> None:
+def check_trainable(kind: str, D: int, width: int, max_dense_bytes: int) -> None:
     """ConfigError unless a trainable P is dense and, with its gradient and Adam's two moments, fits the cap."""
     if kind != "dense":
         raise ConfigError(f"trainable_projection needs projection: dense, got {kind!r}")

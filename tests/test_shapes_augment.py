@@ -27,13 +27,7 @@ needs_mnist = pytest.mark.skipif(not (DATA / "mnist").is_dir(), reason=f"no MNIS
 AUGMENT_OPTIONS = {"none": {}, "power": {}, "rff": {"features": 7, "scale": 0.5}}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # two torch threads on busy cores make these tiny steps a hundred times slower
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_net(seed=0):

@@ -13,7 +13,8 @@ options come from the config (``subspace_options``) and are built by :class:`Sub
 trainer only hands it the optimiser (``attach_optimizer``, the hypersphere's step rule).
 
 The run directory holds ``config.json`` (with r_X, r0, P's width and the number of trained
-parameters), ``metrics.jsonl`` (one row per epoch, with ``radius`` = ||theta_D||), ``summary.json``
+parameters), ``metrics.jsonl`` (one row per epoch, with ``radius`` = ||theta_D||, and with ``log_every`` a
+row every that many optimiser steps: ``step``, ``radius``, ``batch_loss``; step 0 is the start), ``summary.json``
 (with ``radius_final``), ``theta_d.npy`` (``theta_D.npy``, the flat parameters, for full-space runs;
 ``projection_PT.npy`` beside it when P was trained) and ``checkpoint.pt`` (the state after the last
 finished epoch, for ``resume``).
@@ -75,6 +76,7 @@ DEFAULTS: dict = {
     "metric": "test_accuracy",  # test_accuracy | train_accuracy (memorisation tasks)
     "eval_batch_size": 1000,
     "threads": 1,  # torch CPU threads
+    "log_every": None,  # also a metrics.jsonl row (step, radius, batch_loss) every this many steps (None: per epoch only)
     # the subspace's shape and map (rlsub.shapes, rlsub.augment, rlsub.projections); ignored for dim: full
     "subspace": "hyperplane",  # hyperplane (theta_0 + P theta_d) | hypersphere (P theta_d, ||theta_D|| = r0 fixed)
     "radius_ratio": None,  # hypersphere: r0 / r_X, r_X = ||theta_0|| of the standard init (None: 1.0)
@@ -83,13 +85,14 @@ DEFAULTS: dict = {
     "rff_features": None,  # rff: rows of B (cos / sin pairs); P then has d + 2 rff_features columns
     "rff_scale": 1.0,  # rff: standard deviation of B's entries
     "trainable_projection": False,  # dense P trained with theta_d (small D only: P, grad, Adam moments in memory)
+    "projection_lr": None,  # trainable_projection: Adam step size for P's entries (None: lr)
     "normalize_columns": True,  # dense P: unit-norm columns (false: entries / sqrt(D), unit norm on average)
     "projection_init": "gaussian",  # dense P's entries: gaussian | uniform | sparse
 }
 
 #: config keys of the subspace's shape and map, recorded in every summary (None for dim: full)
 SUBSPACE_KEYS = ("subspace", "radius_ratio", "init_radius_ratio", "augment", "rff_features", "rff_scale",
-                 "trainable_projection", "normalize_columns", "projection_init")
+                 "trainable_projection", "projection_lr", "normalize_columns", "projection_init")
 
 METRICS = ("test_accuracy", "train_accuracy")
 
@@ -117,6 +120,7 @@ SCHEMA: dict = {
     "metric": Str(choices=METRICS),
     "eval_batch_size": Int(min=1),
     "threads": Int(min=1),
+    "log_every": Int(min=1, null=True),
     "subspace": Str(choices=sorted(SUBSPACE_SHAPES)),
     "radius_ratio": Float(gt=0, null=True),
     "init_radius_ratio": Float(gt=0, null=True),
@@ -124,12 +128,13 @@ SCHEMA: dict = {
     "rff_features": Int(min=1, null=True),
     "rff_scale": Float(gt=0),
     "trainable_projection": Bool(),
+    "projection_lr": Float(gt=0, null=True),
     "normalize_columns": Bool(),
     "projection_init": Str(choices=sorted(DENSE_INITS)),
 }
 
 #: keys a resumed run may change (its budget and where the data are); any other must match its record
-RESUMABLE = ("epochs", "threads", "data_dir", "eval_batch_size")
+RESUMABLE = ("epochs", "threads", "data_dir", "eval_batch_size", "log_every")
 
 
 def resolve(config_path: str | None, overrides: dict) -> dict:
@@ -149,6 +154,8 @@ def resolve(config_path: str | None, overrides: dict) -> dict:
         raise ConfigError(f"augment: rff needs rff_features, a positive integer, got {config['rff_features']!r}")
     if config["trainable_projection"] and config["projection"] != "dense":
         raise ConfigError(f"trainable_projection needs projection: dense, got {config['projection']!r}")
+    if config["projection_lr"] is not None and not config["trainable_projection"]:
+        raise ConfigError("projection_lr applies to trainable_projection: true (P is fixed otherwise)")
     if config["projection"] != "dense" and (not config["normalize_columns"] or config["projection_init"] != "gaussian"):
         raise ConfigError(f"normalize_columns and projection_init apply to projection: dense, not {config['projection']!r}")
     return config
@@ -276,6 +283,18 @@ def accuracy(net: nn.Module, batches: Batches, x: torch.Tensor, y: torch.Tensor,
     return correct / len(y)
 
 
+def param_groups(net: nn.Module, config: dict) -> list[dict]:
+    """Adam's parameter groups: one, or theta_d and a trained P apart when ``projection_lr`` is set.
+
+    A trained P's entries are of the size of full-space weights (about 1 / sqrt(D)), so the step
+    size that suits theta_d moves them far too much; ``projection_lr`` gives them their own."""
+    if not (isinstance(net, SubspaceModel) and net.trainable_projection and config["projection_lr"] is not None):
+        return [{"params": list(net.parameters())}]
+    p_ids = {id(p) for p in net.projection.parameters()}
+    return [{"params": [p for p in net.parameters() if id(p) not in p_ids]},
+            {"params": list(net.projection.parameters()), "lr": config["projection_lr"]}]
+
+
 def train_step(net: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
     """One Adam step on the minibatch (x, y): returns its mean loss and how many it classified right."""
     logits = net(x)
@@ -314,7 +333,7 @@ def train(config: dict, out_dir: str | Path | None = None, resume: bool = False,
         raise ConfigError(f"cannot build model {config['model']!r}: {exc}") from None
     batches = Batches(data)
     lr = config["full_lr"] if d is None and config["full_lr"] is not None else config["lr"]
-    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+    optimizer = torch.optim.Adam(param_groups(net, config), lr=lr)
     if d is not None:
         net.attach_optimizer(optimizer)  # the shape's step rule (hypersphere: stay on the sphere)
     shape = geometry(net)
@@ -339,9 +358,13 @@ def train(config: dict, out_dir: str | Path | None = None, resume: bool = False,
               f"seed={seed} data={data.describe} -> {out}", file=sys.stderr)
 
     n, bs = len(batches.y_train), config["batch_size"]
+    steps_per_epoch = -(-n // bs)
+    every = config["log_every"]
     t_start = time.time()
     test_acc = None
     net.train()
+    if every and start_epoch == 0:
+        run.log({"epoch": 0, "step": 0, "radius": radius(net)})
     for epoch in range(start_epoch, config["epochs"]):
         t_epoch = time.time()
         perm = torch.randperm(n, generator=order_gen)
@@ -349,17 +372,20 @@ def train(config: dict, out_dir: str | Path | None = None, resume: bool = False,
         steps = range(0, n, bs)
         bar = tqdm(steps, desc=f"epoch {epoch + 1}/{config['epochs']}", file=sys.stderr, leave=False,
                    disable=True if quiet else None)
-        for start in bar:
+        for i, start in enumerate(bar):
             idx = perm[start:start + bs]
             loss, hits = train_step(net, optimizer, batches.images(batches.x_train[idx]), batches.y_train[idx])
             loss_sum += loss * len(idx)
             correct += hits
+            step = epoch * steps_per_epoch + i + 1
+            if every and step % every == 0:  # finer than epochs: the radius's growth r(t) is fitted from these
+                run.log({"epoch": epoch, "step": step, "radius": radius(net), "batch_loss": loss})
         if not math.isfinite(loss_sum):
             print(f"train: warning: the training loss is {loss_sum} in epoch {epoch + 1}; lower lr",
                   file=sys.stderr)
         train_time = time.time() - t_epoch
         test_acc = accuracy(net, batches, batches.x_test, batches.y_test, config["eval_batch_size"])
-        row = {"epoch": epoch, "train_loss": loss_sum / n, "train_acc_running": correct / n,
+        row = {"epoch": epoch, "step": (epoch + 1) * steps_per_epoch, "train_loss": loss_sum / n, "train_acc_running": correct / n,
                "test_acc": test_acc, "radius": radius(net), "epoch_train_time_s": train_time,
                "wall_time_s": elapsed_before + time.time() - t_start}
         run.log(row)

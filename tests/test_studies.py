@@ -1,0 +1,298 @@
+"""The follow-up studies' pieces: per-step radius logging, a trained P's own step size, the study
+runner (resume, reuse, refuse), its statistics, the claims' bookkeeping and the report sections,
+each checked against numbers built independently."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rlsub.config import ConfigError
+from rlsub.errors import UserError
+from rlsub.models import build_model
+from rlsub.studies import bootstrap_mean, growth_exponent, mean_std, run_point
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("RLSUB_DATA") or ROOT.parent / "shared" / "data")
+needs_mnist = pytest.mark.skipif(not (DATA / "mnist").is_dir(), reason=f"no MNIST in {DATA}")
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _script(name):
+    spec = importlib.util.spec_from_file_location(f"_study_{name}", ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def tiny(**extra):
+    from rlsub.supervised import trainer
+
+    return trainer.resolve(None, {"dataset": "mnist", "data_dir": str(DATA), "model_kwargs": {"hidden": [16]},
+                                  "dim": 12, "subset": 300, "epochs": 2, "batch_size": 50, "lr": 0.05, **extra})
+
+
+# --- statistics -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("beta", [0.5, 1.0, 1.7])
+def test_growth_exponent_recovers_the_power_law_of_r2_minus_r0_2(beta):
+    t = np.arange(0, 2001, 10)
+    r0, c = 1.3, 0.02
+    r = np.sqrt(r0**2 + c * t**beta)  # the random-walk form with an arbitrary exponent
+    fit = growth_exponent(t, r)
+    assert fit["beta"] == pytest.approx(beta, abs=1e-9)
+    assert fit["r_exponent"] == pytest.approx(beta / 2, abs=1e-9)
+    assert fit["r0"] == r0 and fit["points"] == len(t) - 1
+    assert fit["r_exponent_early"] == pytest.approx(beta / 2, abs=1e-9)
+    assert fit["r_exponent_late"] == pytest.approx(beta / 2, abs=1e-9)
+    # the direct log r / log t slope over the late half, computed by hand
+    late = t >= 1000
+    slope = np.polyfit(np.log(t[late]), np.log(r[late]), 1)[0]
+    assert fit["loglog_r"] == pytest.approx(slope, abs=1e-12)
+    assert fit["loglog_r"] < beta / 2 + 1e-12  # r0 > 0 pulls the direct slope below beta / 2
+
+
+def test_growth_exponent_windows_see_a_change_of_regime():
+    t = np.arange(0, 3001, 10)
+    r = np.where(t <= 100, 0.1 + 0.01 * t, 1.1 * np.sqrt(np.maximum(t, 1) / 100.0))  # linear, then sqrt
+    fit = growth_exponent(t, r, r0=0.1)
+    assert fit["r_exponent_late"] == pytest.approx(0.5, abs=1e-3)
+    early = t[(t >= 1) & (t <= 300)]
+    re = r[(t >= 1) & (t <= 300)]
+    assert fit["r_exponent_early"] == pytest.approx(np.polyfit(np.log(early), np.log(re**2 - 0.01), 1)[0] / 2)
+    assert fit["r_exponent_early"] > 0.6
+
+
+def test_growth_exponent_needs_a_start_and_growth():
+    with pytest.raises(ValueError, match="step 0"):
+        growth_exponent([10, 20, 30], [1.0, 2.0, 3.0])
+    flat = growth_exponent([0, 10, 20, 30], [2.0, 2.0, 1.9, 2.0])  # never above r0: nothing to fit
+    assert flat["beta"] is None and flat["points"] == 0
+
+
+def test_bootstrap_range_is_the_standard_error_for_many_resamples():
+    x = np.random.default_rng(3).normal(0.8, 0.05, size=25)
+    b = bootstrap_mean(x, n=40_000, seed=1)
+    assert b["mean"] == pytest.approx(x.mean(), abs=1e-15) and b["n"] == 25
+    se = x.std(ddof=0) / np.sqrt(len(x))  # the bootstrap distribution of the mean has this sd
+    assert (b["hi"] - b["lo"]) / 2 == pytest.approx(se, rel=0.05)
+    assert b["lo"] < b["mean"] < b["hi"]
+    assert b["std"] == pytest.approx(x.std(ddof=1))
+    same = bootstrap_mean([0.5, 0.5, 0.5])
+    assert same["lo"] == same["hi"] == same["mean"] == 0.5
+    assert bootstrap_mean([None])["mean"] is None
+    assert mean_std([1.0, 3.0, None]) == {"mean": 2.0, "std": pytest.approx(np.sqrt(2.0)), "n": 2}
+
+
+# --- the trainer: radius every log_every steps, a trained P's own step size -------------------------
+
+
+@needs_mnist
+def test_log_every_logs_the_radius_of_theta_D_at_each_step_interval(tmp_path):
+    import rlsub
+    from rlsub.supervised import trainer
+
+    config = tiny(log_every=2, init_radius_ratio=0.3)
+    summary = trainer.train(config, tmp_path / "run", quiet=True)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "test_acc" not in r]
+    epochs = [r for r in rows if "test_acc" in r]
+    per_epoch = 300 // 50
+    assert [r["step"] for r in steps] == list(range(0, 2 * per_epoch + 1, 2))
+    assert [r["step"] for r in epochs] == [per_epoch, 2 * per_epoch] and len(epochs) == 2
+    assert steps[0]["radius"] == pytest.approx(summary["r0"], rel=1e-6)  # step 0: theta_0 rescaled to 0.3 r_X
+    assert summary["r0"] == pytest.approx(0.3 * summary["r_X"], rel=1e-6)
+    assert steps[-1]["radius"] == epochs[-1]["radius"] == summary["radius_final"]
+    # independently: the norm of the rebuilt network's parameters
+    net = rlsub.load_run(tmp_path / "run").model.materialize()
+    flat = np.concatenate([p.detach().numpy().ravel() for p in net.parameters()]).astype(np.float64)
+    assert summary["radius_final"] == pytest.approx(np.linalg.norm(flat), rel=1e-5)
+    assert all(r["epoch"] == (r["step"] - 1) // per_epoch for r in steps if r["step"] > 0)
+
+
+@needs_mnist
+def test_log_every_rows_are_cut_back_with_the_epochs_on_resume(tmp_path):
+    from rlsub.supervised import trainer
+
+    whole = trainer.train(tiny(log_every=3, epochs=2), tmp_path / "whole", quiet=True)
+    trainer.train(tiny(log_every=3, epochs=1), tmp_path / "part", quiet=True)
+    (tmp_path / "part" / "summary.json").unlink()
+    part = trainer.train(tiny(log_every=3, epochs=2), tmp_path / "part", resume=True, quiet=True)
+    read = [[json.loads(x) for x in (tmp_path / f / "metrics.jsonl").read_text().splitlines()] for f in ("whole", "part")]
+    assert [(r["step"], r["radius"]) for r in read[0]] == [(r["step"], r["radius"]) for r in read[1]]
+    assert part["radius_final"] == whole["radius_final"]
+
+
+def test_projection_lr_gives_a_trained_P_its_own_adam_step():
+    from rlsub.subspace import SubspaceModel
+    from rlsub.supervised import trainer
+
+    net = SubspaceModel(build_model("mlp", seed=0, in_dim=4, out_dim=2, hidden=[8]), 3, projection="dense", seed=0,
+                        trainable_projection=True)
+    with torch.no_grad():
+        net.theta_d.copy_(torch.tensor([0.5, -1.0, 2.0]))  # so that P's gradient (outer product) is not 0
+    config = {"trainable_projection": True, "projection_lr": 1e-4}
+    opt = torch.optim.Adam(trainer.param_groups(net, config), lr=0.1)
+    before_t, before_p = net.theta_d.detach().clone(), net.projection.PT.detach().clone()
+    net(torch.randn(5, 4, generator=torch.Generator().manual_seed(0))).square().sum().backward()
+    opt.step()
+    # Adam's first step moves every coordinate with a non-zero gradient by its lr (up to eps)
+    dt = (net.theta_d.detach() - before_t).abs()
+    dp = (net.projection.PT.detach() - before_p).abs()
+    np.testing.assert_allclose(dt.numpy(), 0.1, rtol=1e-3)
+    moved = dp[dp > 0].numpy()
+    assert moved.size > 0.5 * dp.numel()
+    np.testing.assert_allclose(moved, 1e-4, rtol=1e-3)
+    one = trainer.param_groups(net, {"trainable_projection": True, "projection_lr": None})
+    assert len(one) == 1 and len(one[0]["params"]) == 2
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"projection_lr": 1e-3}, "projection_lr applies to trainable_projection: true"),
+    ({"projection": "dense", "trainable_projection": True, "projection_lr": 0}, "projection_lr must be"),
+    ({"log_every": 0}, "log_every must be"),
+    ({"subspace": "hypersphere", "radius_ratio": 0.0}, "radius_ratio must be a positive number"),
+])
+def test_bad_study_settings_are_one_config_error_each(overrides, message):
+    from rlsub.supervised import trainer
+
+    with pytest.raises(ConfigError, match=message):
+        trainer.resolve(None, overrides)
+
+
+# --- the study runner -----------------------------------------------------------------------------
+
+
+@needs_mnist
+def test_run_point_reuses_finished_points_refuses_changed_ones_and_restarts_unstarted(tmp_path):
+    out = tmp_path / "p"
+    first, trained = run_point(tiny(epochs=1), out)
+    assert trained and not (out / "checkpoint.pt").exists() and not list(out.glob("events.out.tfevents.*"))
+    again, trained = run_point(tiny(epochs=1), out)
+    assert not trained and again == first
+    with pytest.raises(UserError, match="another config .*lr"):
+        run_point(tiny(epochs=1, lr=0.01), out)
+    # a folder with a config but no finished epoch (killed early) is started afresh
+    (out / "summary.json").unlink()
+    (out / "metrics.jsonl").write_text("")
+    fresh, trained = run_point(tiny(epochs=1), out)
+    assert trained and fresh["test_accuracy"] == first["test_accuracy"]  # same seed, same run
+
+
+# --- the claims and the report sections -------------------------------------------------------------
+
+
+def _cell(mode, ratio, acc, end):
+    return {"mode": mode, "ratio": ratio, "seeds": 2,
+            "test_accuracy": {"mean": acc, "lo": acc - 0.01, "hi": acc + 0.01, "n": 2, "values": [acc - 0.01, acc + 0.01]},
+            "radius_final_over_rX": {"mean": end, "std": 0.0, "n": 2}, "r0_over_rX": {"mean": ratio, "std": 0, "n": 2}}
+
+
+def _goldilocks_cells():
+    hyper = {0.1: (0.90, 1.2), 0.3: (0.91, 1.1), 1.0: (0.92, 1.3), 3.0: (0.60, 3.05), 10.0: (0.30, 10.2)}
+    sphere = {0.1: 0.11, 0.3: 0.50, 1.0: 0.88, 3.0: 0.85, 10.0: 0.20}
+    cells = {f"hyperplane/{r:g}": _cell("hyperplane", r, a, e) for r, (a, e) in hyper.items()}
+    cells.update({f"hypersphere/{r:g}": _cell("hypersphere", r, a, r) for r, a in sphere.items()})
+    return cells
+
+
+def test_goldilocks_claims_on_a_grid_where_all_three_hold_and_where_they_fail():
+    g = _script("goldilocks")
+    exps = [{"r_exponent": 0.48}, {"r_exponent": 0.55}, {"r_exponent": 0.5}]
+    c = g.claims(_goldilocks_cells(), {}, exps)
+    assert c["best_hyperplane"] == 0.92 and c["good_threshold"] == pytest.approx(0.828)
+    assert c["1_below_rX_grows_as_sqrt_t"]["holds"]
+    assert c["1_below_rX_grows_as_sqrt_t"]["r_exponent"]["mean"] == pytest.approx(0.51)
+    c2 = c["2_above_rX_stays_and_fails"]
+    assert c2["holds"] and c2["final_over_initial_radius"] == {"3": pytest.approx(3.05 / 3), "10": pytest.approx(1.02)}
+    c3 = c["3_hypersphere_good_only_near_rX"]
+    assert c3["holds"] and c3["good_at_ratios"] == [1.0, 3.0] and c3["best_ratio"] == 1.0
+    # the other way: grows linearly (exponent 1), good far from r_X on the sphere, fine from above
+    cells = _goldilocks_cells()
+    cells["hypersphere/10"] = _cell("hypersphere", 10.0, 0.9, 10.0)
+    cells["hyperplane/3"] = _cell("hyperplane", 3.0, 0.9, 3.0)
+    c = g.claims(cells, {}, [{"r_exponent": 1.0}, {"r_exponent": 0.98}])
+    assert not c["1_below_rX_grows_as_sqrt_t"]["sqrt_t"] and not c["1_below_rX_grows_as_sqrt_t"]["holds"]
+    assert not c["2_above_rX_stays_and_fails"]["holds"] and not c["3_hypersphere_good_only_near_rX"]["holds"]
+
+
+def _goldilocks_summary():
+    return {"study": "goldilocks", "command": "python scripts/goldilocks.py --epochs 2", "git_commit": "abc",
+            "epochs": 2, "seeds": [0, 1], "ratios": [0.1, 0.3, 1.0, 3.0, 10.0],
+            "tasks": {"cifar_fc": {"d": 9000, "D": 656810, "r_X": 26.5, "data_source": "cifar10 JPEG re-encoding",
+                                   "cells": _goldilocks_cells(),
+                                   "growth_all": {"r_exponent": {"mean": 0.4321, "std": 0.0123, "n": 4}},
+                                   "claims": _script("goldilocks").claims(_goldilocks_cells(), {}, [{"r_exponent": 0.5}])}}}
+
+
+def _nonlinear_summary():
+    def cell(name, d, acc, trained):
+        return {"map": name, "d": d, "trained_parameters": trained, "projection_width": d,
+                "test_accuracy": {"mean": acc, "lo": acc - 0.002, "hi": acc + 0.003, "n": 3, "values": [acc] * 3}}
+    cells = {"linear/50": cell("linear", 50, 0.5, 50), "power/50": cell("power", 50, 0.501, 50),
+             "rff/50": cell("rff", 50, 0.6, 50), "trainable/50": cell("trainable", 50, 0.95, 50 + 50 * 1000),
+             "linear/200": cell("linear", 200, 0.8, 200), "power/200": cell("power", 200, 0.79, 200),
+             "rff/200": cell("rff", 200, 0.7, 200), "rff_low/200": cell("rff_low", 200, 0.9, 200)}
+    return {"study": "nonlinear", "command": "python scripts/nonlinear.py --epochs 1", "git_commit": "abc", "epochs": 1,
+            "seeds": [0, 1, 2], "dims": [50, 200], "maps": ["linear", "power", "rff", "rff_low", "unnormalised", "trainable"],
+            "cells": cells, "refused": {"trainable/200": "too large"},
+            "verdict": _script("nonlinear").verdict(cells, [50, 200])}
+
+
+def test_nonlinear_verdict_reads_the_bootstrap_ranges():
+    v = _nonlinear_summary()["verdict"]
+    assert v["50"]["holds"] and v["50"]["rff_minus_linear"] == pytest.approx(0.1)
+    assert v["50"]["power_overlaps_linear"]  # 0.501 +- : ranges [0.499, 0.504] and [0.498, 0.503] meet
+    assert not v["200"]["holds"] and v["200"]["rff_below_linear"] and not v["200"]["power_overlaps_linear"]
+    low = v["200 (rff_low)"]  # above linear, but power (0.79 [0.788-0.793]) is apart from linear (0.8 [0.798-0.803])
+    assert low["rff_above_linear"] and low["rff_minus_linear"] == pytest.approx(0.1) and not low["holds"]
+    assert "50 (rff_low)" not in v  # no rff_low runs at d = 50
+
+
+def test_compare_tasks_adds_a_section_per_study_and_does_not_take_them_for_sweeps(tmp_path):
+    from rlsub.report import compare_tasks, load_studies, load_sweeps
+
+    for name, s in (("goldilocks", _goldilocks_summary()), ("nonlinear", _nonlinear_summary())):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text(json.dumps(s))
+    assert load_sweeps(tmp_path) == {}
+    assert sorted(load_studies(tmp_path)) == ["goldilocks", "nonlinear"]
+    out, _ = compare_tasks(tmp_path)
+    text = out.read_text()
+    gold = text[text.index("## The Goldilocks zone"):text.index("## Nonlinear")]
+    assert "| 0.1 | 0.9000 [0.8900-0.9100] (n=2) | 1.2 | 0.1100 [0.1000-0.1200] (n=2) |" in gold
+    assert "| 10 | 0.3000 [0.2900-0.3100] (n=2) | 10.2 | 0.2000 [0.1900-0.2100] (n=2) |" in gold
+    assert "r ~ t^0.432 (sd 0.012 over 4 runs" in gold
+    assert "CIFAR-10 JPEG re-encoding" in gold
+    assert "hypersphere good only near r_X: holds" in gold
+    non = text[text.index("## Nonlinear"):]
+    assert "| rff | 0.6000 [0.5980-0.6030] (n=3) | 0.7000 [0.6980-0.7030] (n=3) |" in non
+    assert "| trainable | 0.9500 [0.9480-0.9530] (n=3) | not run |" in non
+    assert "| unnormalised | - | - |" in non
+    assert "d = 50: 50,050" in non
+    assert "d = 50: holds (rff - linear +0.1000" in non and "d = 200: does not hold (rff - linear -0.1000" in non
+    assert "d = 200 (rff_low): does not hold (rff_low - linear +0.1000" in non
+    assert "| rff_low | - | 0.9000 [0.8980-0.9030] (n=3) |" in non
+    # without the studies' files, no sections
+    for name in ("goldilocks", "nonlinear"):
+        (tmp_path / name / "summary.json").unlink()
+    out, _ = compare_tasks(tmp_path)
+    assert "Goldilocks" not in out.read_text() and "Nonlinear" not in out.read_text()
+
+
+def test_a_damaged_study_summary_is_one_clear_error(tmp_path):
+    from rlsub.report import load_studies
+
+    (tmp_path / "goldilocks").mkdir()
+    (tmp_path / "goldilocks" / "summary.json").write_text("{not json")
+    with pytest.raises(UserError, match="goldilocks/summary.json is damaged"):
+        load_studies(tmp_path)
