@@ -90,34 +90,34 @@ class OpenAIES:
         shaped = centered_ranks(returns)
         weights = shaped[:, 0] - shaped[:, 1]
         n_pairs = len(returns)
-        starts = list(range(0, n_pairs, self.block))
-        size = 1 if self.comm is None else self.comm.Get_size()
-        if len(starts) == 1:
+        blocks = -(-n_pairs // self.block)
+        if blocks == 1:
             eps = np.stack([perturbation(self.seed, generation, i, self.n) for i in range(n_pairs)])
             # the reference code's scale: sum (w+ - w-) eps / (2 n), i.e. without the 1 / sigma
             grad = mirrored_gradient(eps, shaped[:, 0], shaped[:, 1], self.sigma) * self.sigma
         else:
-            if size == 1:
-                grad = self._block_sum(generation, weights, 0, self.block)
-                for a in starts[1:]:
-                    grad = grad + self._block_sum(generation, weights, a, min(a + self.block, n_pairs))
+            if self.comm is None or self.comm.Get_size() == 1:
+                grad = self._block_sum(generation, weights, 0)
+                for b in range(1, blocks):
+                    grad = grad + self._block_sum(generation, weights, b)
             else:
-                grad = self._shared_sum(generation, weights, starts, n_pairs)
+                grad = self._shared_sum(generation, weights, blocks)
             grad = grad / (2 * n_pairs)
         self.x = self.x + self.adam.step(grad - self.l2 * self.x)
 
-    def _block_sum(self, generation: int, weights: np.ndarray, a: int, b: int) -> np.ndarray:
-        eps = np.stack([perturbation(self.seed, generation, i, self.n) for i in range(a, b)])
-        return weights[a:b] @ eps.astype(np.float64)
+    def _block_sum(self, generation: int, weights: np.ndarray, b: int) -> np.ndarray:
+        """w_b @ eps_b over block b's pairs, [b B, min((b + 1) B, pairs))."""
+        pairs = range(b * self.block, min((b + 1) * self.block, len(weights)))
+        eps = np.stack([perturbation(self.seed, generation, i, self.n) for i in pairs])
+        return weights[pairs.start:pairs.stop] @ eps.astype(np.float64)
 
-    def _shared_sum(self, generation: int, weights: np.ndarray, starts: list[int], n_pairs: int) -> np.ndarray:
+    def _shared_sum(self, generation: int, weights: np.ndarray, K: int) -> np.ndarray:
         from mpi4py import MPI
 
         comm, rank, R = self.comm, self.comm.Get_rank(), self.comm.Get_size()
-        K = len(starts)
         mine = list(range(rank, K, R))
         cut = [q * self.n // R for q in range(R + 1)]  # coordinate slice q: [cut[q], cut[q + 1])
-        sums = [self._block_sum(generation, weights, starts[b], min(starts[b] + self.block, n_pairs)) for b in mine]
+        sums = [self._block_sum(generation, weights, b) for b in mine]
         # send: to rank q, my blocks' slice q (in my block order)
         send = np.concatenate([s[cut[q]:cut[q + 1]] for q in range(R) for s in sums]) if sums else np.zeros(0)
         send_counts = [len(mine) * (cut[q + 1] - cut[q]) for q in range(R)]
