@@ -68,7 +68,7 @@ def worker(spec: dict) -> dict:
     data = trainer.load_data(config)
     net, D, d = trainer.build_network(config["model"], trainer.model_kwargs(config, data), 0, config["dim"],
                                       config["projection"], 0)
-    lr = config["full_lr"] if d is None else config["lr"]
+    lr = trainer.step_size(config, d)
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
     batches = trainer.Batches(data)
     bs, n = config["batch_size"], len(batches.y_train)

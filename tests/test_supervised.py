@@ -149,6 +149,30 @@ def test_resume_continues_exactly(tmp_path):
 
 
 @needs_mnist
+def test_eval_every_skips_test_evaluations_without_changing_training(tmp_path):
+    every = trainer.train(small_config(epochs=3, dim=100, subset=500), tmp_path / "a", quiet=True)
+    sparse = trainer.train(small_config(epochs=3, dim=100, subset=500, eval_every=2), tmp_path / "b", quiet=True)
+    rows_a = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    rows_b = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert [("test_acc" in r) for r in rows_b] == [False, True, True]  # epoch 2, and the last one
+    assert rows_b[1]["test_acc"] == rows_a[1]["test_acc"] and sparse["test_accuracy"] == every["test_accuracy"]
+    assert [r["train_loss"] for r in rows_b] == [r["train_loss"] for r in rows_a]
+    assert np.array_equal(np.load(tmp_path / "a" / "theta_d.npy"), np.load(tmp_path / "b" / "theta_d.npy"))
+
+
+@needs_mnist
+def test_lr_ref_dim_scales_the_step_by_the_root_of_the_dimension_ratio(tmp_path):
+    scaled = trainer.train(small_config(epochs=1, dim=100, subset=500, lr=0.01, lr_ref_dim=400), tmp_path / "a",
+                           quiet=True)
+    plain = trainer.train(small_config(epochs=1, dim=100, subset=500, lr=0.02), tmp_path / "b", quiet=True)
+    assert scaled["lr"] == pytest.approx(0.02, rel=1e-12) and plain["lr"] == 0.02
+    assert np.allclose(np.load(tmp_path / "a" / "theta_d.npy"), np.load(tmp_path / "b" / "theta_d.npy"),
+                       rtol=0, atol=1e-6)
+    full = trainer.train(small_config(epochs=1, dim="full", subset=500, lr_ref_dim=400), tmp_path / "c", quiet=True)
+    assert full["lr"] == 0.001  # full_lr: the scaling is for subspaces
+
+
+@needs_mnist
 def test_full_space_saves_theta_D_and_uses_full_lr(tmp_path):
     summary = trainer.train(small_config(dim="full", epochs=1), tmp_path / "full", quiet=True)
     assert summary["d"] is None and summary["projection"] is None and summary["lr"] == 0.001

@@ -69,12 +69,17 @@ DEFAULTS: dict = {
     "epochs": 5,
     "batch_size": 128,
     "lr": 1e-3,  # Adam step size for theta_d
+    "lr_ref_dim": None,  # if set, theta_d's step size is lr * sqrt(lr_ref_dim / d): Adam moves every coordinate
+                         # by about lr, so theta_D moves by about lr * sqrt(d); this keeps that step the same at
+                         # every d of a sweep spanning decades (None: lr at every d)
     "full_lr": None,  # Adam step size for dim: full (None: lr); full space wants a smaller step
     "subset": None,  # train on this many training examples (None: all)
     "shuffle_pixels": False,  # one fixed permutation of pixel positions, train and test alike
     "shuffle_labels": 0.0,  # fraction of training labels replaced by random ones
     "metric": "test_accuracy",  # test_accuracy | train_accuracy (memorisation tasks)
     "eval_batch_size": 1000,
+    "eval_every": 1,  # test accuracy every this many epochs and after the last (memorisation runs of many
+                      # short epochs spend most of their time evaluating the test set otherwise)
     "threads": 1,  # torch CPU threads
     "log_every": None,  # also a metrics.jsonl row (step, radius, batch_loss) every this many steps (None: per epoch only)
     # the subspace's shape and map (rlsub.shapes, rlsub.augment, rlsub.projections); ignored for dim: full
@@ -113,12 +118,14 @@ SCHEMA: dict = {
     "epochs": Int(min=1),
     "batch_size": Int(min=1),
     "lr": Float(gt=0),
+    "lr_ref_dim": Int(min=1, null=True),
     "full_lr": Float(gt=0, null=True),
     "subset": Int(min=1, null=True),
     "shuffle_pixels": Bool(),
     "shuffle_labels": Float(min=0, max=1),
     "metric": Str(choices=METRICS),
     "eval_batch_size": Int(min=1),
+    "eval_every": Int(min=1),
     "threads": Int(min=1),
     "log_every": Int(min=1, null=True),
     "subspace": Str(choices=sorted(SUBSPACE_SHAPES)),
@@ -134,7 +141,7 @@ SCHEMA: dict = {
 }
 
 #: keys a resumed run may change (its budget and where the data are); any other must match its record
-RESUMABLE = ("epochs", "threads", "data_dir", "eval_batch_size", "log_every")
+RESUMABLE = ("epochs", "threads", "data_dir", "eval_batch_size", "eval_every", "log_every")
 
 
 def resolve(config_path: str | None, overrides: dict) -> dict:
@@ -283,6 +290,16 @@ def accuracy(net: nn.Module, batches: Batches, x: torch.Tensor, y: torch.Tensor,
     return correct / len(y)
 
 
+def step_size(config: dict, d: int | None) -> float:
+    """Adam's step size: ``full_lr`` (else ``lr``) in full space; ``lr``, scaled by
+    sqrt(lr_ref_dim / d) when ``lr_ref_dim`` is set, in a subspace of dimension d."""
+    if d is None:
+        return config["full_lr"] if config["full_lr"] is not None else config["lr"]
+    if config["lr_ref_dim"] is None:
+        return config["lr"]
+    return config["lr"] * math.sqrt(config["lr_ref_dim"] / d)
+
+
 def param_groups(net: nn.Module, config: dict) -> list[dict]:
     """Adam's parameter groups: one, or theta_d and a trained P apart when ``projection_lr`` is set.
 
@@ -332,7 +349,7 @@ def train(config: dict, out_dir: str | Path | None = None, resume: bool = False,
     except ValueError as exc:  # e.g. an unknown activation in model_kwargs
         raise ConfigError(f"cannot build model {config['model']!r}: {exc}") from None
     batches = Batches(data)
-    lr = config["full_lr"] if d is None and config["full_lr"] is not None else config["lr"]
+    lr = step_size(config, d)
     optimizer = torch.optim.Adam(param_groups(net, config), lr=lr)
     if d is not None:
         net.attach_optimizer(optimizer)  # the shape's step rule (hypersphere: stay on the sphere)
@@ -384,15 +401,18 @@ def train(config: dict, out_dir: str | Path | None = None, resume: bool = False,
             print(f"train: warning: the training loss is {loss_sum} in epoch {epoch + 1}; lower lr",
                   file=sys.stderr)
         train_time = time.time() - t_epoch
-        test_acc = accuracy(net, batches, batches.x_test, batches.y_test, config["eval_batch_size"])
-        row = {"epoch": epoch, "step": (epoch + 1) * steps_per_epoch, "train_loss": loss_sum / n, "train_acc_running": correct / n,
-               "test_acc": test_acc, "radius": radius(net), "epoch_train_time_s": train_time,
+        evaluate = (epoch + 1) % config["eval_every"] == 0 or epoch + 1 == config["epochs"]
+        test_acc = (accuracy(net, batches, batches.x_test, batches.y_test, config["eval_batch_size"])
+                    if evaluate else None)
+        row = {"epoch": epoch, "step": (epoch + 1) * steps_per_epoch, "train_loss": loss_sum / n,
+               "train_acc_running": correct / n, **({"test_acc": test_acc} if evaluate else {}),
+               "radius": radius(net), "epoch_train_time_s": train_time,
                "wall_time_s": elapsed_before + time.time() - t_start}
         run.log(row)
         if not quiet:
+            tested = f" test acc {test_acc:.4f}" if evaluate else ""
             print(f"epoch {epoch + 1:3d}/{config['epochs']} loss {row['train_loss']:.4f} "
-                  f"train acc {row['train_acc_running']:.4f} test acc {test_acc:.4f} "
-                  f"({train_time:.1f} s)", file=sys.stderr)
+                  f"train acc {row['train_acc_running']:.4f}{tested} ({train_time:.1f} s)", file=sys.stderr)
         state = {"net": net.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
                  "order_gen": order_gen.get_state(), "elapsed": row["wall_time_s"]}
         atomic_write(ckpt_path, partial(torch.save, state))
