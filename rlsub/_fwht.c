@@ -12,6 +12,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <string.h>
 
 #define BLOCK 4096
 #define TILE 256
@@ -95,6 +96,27 @@ static void fwht(float *x, int64_t n) {
     fwht_across(x, r);
 }
 
+/* fwht of y[b, :len] zero-padded to n floats, written to out (batch rows of n): the padding is
+ * written block by block as the blocks are transformed, and a block that is all padding is left
+ * zero without transforming it (a transform of zeros is zeros, +0.0 exactly). Bit-identical to
+ * zeroing out, copying y in and calling fwht. */
+RLSUB_CLONES
+static void pad_fwht(float *out, const float *y, int64_t len, int64_t n, int64_t batch) {
+    int64_t width = n < BLOCK ? n : BLOCK;
+    for (int64_t b = 0; b < batch; b++) {
+        float *restrict o = out + b * n;
+        const float *restrict v = y + b * len;
+        for (int64_t start = 0; start < n; start += width) {
+            int64_t have = len - start;
+            have = have < 0 ? 0 : (have > width ? width : have);
+            if (have > 0) memcpy(o + start, v + start, (size_t)have * sizeof(float));
+            if (have < width) memset(o + start + have, 0, (size_t)(width - have) * sizeof(float));
+            if (have > 0) fwht_block(o + start, width);
+        }
+        if (n > BLOCK) fwht_across(o, n / BLOCK);
+    }
+}
+
 /* Fastfood's two gathers, fused with their diagonal scalings (the caller checks shapes):
  *   gather_mul: out[b, k] = src[b, idx[k]] * g[k]                        (k < n_out)
  * src holds batch rows of n_src floats; idx and g have n_out entries. */
@@ -164,6 +186,21 @@ static PyObject *py_fwht(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* pad_fwht_(out, y, len, n, batch): see pad_fwht. */
+static PyObject *py_pad_fwht(PyObject *self, PyObject *args) {
+    unsigned long long out, y;
+    long long len, n, batch;
+    if (!PyArg_ParseTuple(args, "KKLLL", &out, &y, &len, &n, &batch)) return NULL;
+    if (n < 1 || (n & (n - 1)) != 0 || len < 0 || len > n || batch < 0) {
+        PyErr_SetString(PyExc_ValueError, "pad_fwht_: n must be a power of two, 0 <= len <= n, batch >= 0");
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    pad_fwht((float *)(uintptr_t)out, (const float *)(uintptr_t)y, len, n, batch);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"fwht_", py_fwht, METH_VARARGS,
      "fwht_(address, n, batch): in-place unnormalised Walsh-Hadamard transform of float32 data."},
@@ -171,6 +208,8 @@ static PyMethodDef methods[] = {
      "gather_mul_(out, src, idx, g, n_out, n_src, 1, batch): out[b,k] = src[b,idx[k]] * g[k]."},
     {"scatter_add_", py_scatter_add, METH_VARARGS,
      "scatter_add_(out, src, idx, g, n_in, n_in, m, batch): out[b,c] = sum_{k: idx[k]=c} src[b,k] g[k]."},
+    {"pad_fwht_", py_pad_fwht, METH_VARARGS,
+     "pad_fwht_(out, y, len, n, batch): out[b] = fwht(y[b, :len] zero-padded to n)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -98,3 +98,19 @@ def scatter_add(src: torch.Tensor, idx: torch.Tensor, g: torch.Tensor, m: int) -
         return out
     out = torch.zeros(n, m, dtype=src.dtype, device=src.device)
     return out.index_add_(1, idx.long(), src * g)
+
+
+@torch.no_grad()
+def pad_fwht(y: torch.Tensor, n: int) -> torch.Tensor:
+    """The transform of y [b, L] zero-padded to [b, n] (n a power of two >= L), without writing the
+    padding first; bit-identical to zero-padding and calling fwht_."""
+    b, length = y.shape
+    if not is_power_of_two(n) or length > n:
+        raise ValueError(f"pad_fwht needs a power of two n >= {length}, got {n}")
+    if _use_kernel(y):
+        out = torch.empty(b, n, dtype=torch.float32)
+        _kernel.pad_fwht_(out.data_ptr(), y.data_ptr(), length, n, b)
+        return out
+    out = torch.zeros(b, n, dtype=y.dtype, device=y.device)
+    out[:, :length] = y
+    return fwht_(out)

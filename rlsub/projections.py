@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from rlsub.errors import UserError
-from rlsub.hadamard import fwht_, gather_mul, next_power_of_two, scatter_add
+from rlsub.hadamard import fwht_, gather_mul, next_power_of_two, pad_fwht, scatter_add
 
 GiB = 1024**3
 #: the largest dense P built unless the caller raises it (``max_dense_bytes``)
@@ -291,10 +291,7 @@ class FastfoodProjection(Projection):
         return w[:, : self.D]
 
     def _map_t(self, y):
-        n = y.shape[0]
-        q = torch.zeros(n, self.LL, dtype=y.dtype, device=y.device)
-        q[:, : self.D] = y
-        fwht_(q)
+        q = pad_fwht(y, self.LL)  # H of y zero-padded to LL, without writing the padding first
         z = scatter_add(q, self.gather_idx, self.G, self.m)
         fwht_(z)
         return z[:, : self.d] * self.col_scale

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from rlsub.hadamard import fwht, fwht_, fwht_torch, gather_mul, has_kernel, scatter_add
+from rlsub.hadamard import fwht, fwht_, fwht_torch, gather_mul, has_kernel, pad_fwht, scatter_add
 
 
 def hadamard_matrix(n):
@@ -57,3 +57,32 @@ def test_gathers_match_indexing():
     lhs = (gather_mul(src, idx, w).double() * q.double()).sum()
     rhs = (src.double() * scatter_add(q, idx, w, 64).double()).sum()
     assert abs(lhs - rhs).item() < 1e-4
+
+
+@pytest.mark.parametrize("n, length", [(1, 1), (16, 0), (16, 5), (16, 16), (1024, 700), (2**14, 4096), (2**14, 4097),
+                                       (2**16, 12345)])
+def test_pad_fwht_is_the_transform_of_the_zero_padded_vector(n, length):
+    # integer entries make every sum exact in float32, so the kernel must equal the explicit product
+    # with the Hadamard matrix (or the torch butterfly at sizes too large for the matrix) bit for bit;
+    # lengths on and off the kernel's 4096-float blocks, and whole blocks of padding
+    g = torch.Generator().manual_seed(n + length)
+    y = torch.randint(-8, 9, (3, length), generator=g).float()
+    padded = torch.zeros(3, n, dtype=torch.float64)
+    padded[:, :length] = y.double()
+    expect = torch.from_numpy(padded.numpy() @ hadamard_matrix(n).T) if n <= 1024 else fwht_torch(padded)
+    assert torch.equal(pad_fwht(y, n).double(), expect)
+
+
+def test_pad_fwht_matches_padding_then_transforming_bit_for_bit():
+    # Gaussian entries: the same floating-point operations in the same order as zero-padding and fwht_
+    y = torch.randn(2, 656810, generator=torch.Generator().manual_seed(4))
+    q = torch.zeros(2, 2**20)
+    q[:, :656810] = y
+    assert torch.equal(pad_fwht(y, 2**20), fwht_(q))
+
+
+def test_pad_fwht_rejects_bad_sizes():
+    with pytest.raises(ValueError, match="power of two"):
+        pad_fwht(torch.zeros(1, 5), 12)
+    with pytest.raises(ValueError, match="power of two"):
+        pad_fwht(torch.zeros(1, 20), 16)
