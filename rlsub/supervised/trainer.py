@@ -103,6 +103,8 @@ METRICS = ("test_accuracy", "train_accuracy")
 
 #: dataset -> (channels, height, width, classes): the network's shape without loading the data
 DATA_SHAPES = {"mnist": (1, 28, 28, 10), "cifar10": (3, 32, 32, 10)}
+#: dataset -> training examples (checks ``subset`` before any data are read)
+TRAIN_SIZES = {"mnist": 60000, "cifar10": 50000}
 
 #: the type and range of every key of DEFAULTS (checked by rlsub.config.check)
 SCHEMA: dict = {
@@ -150,6 +152,9 @@ def resolve(config_path: str | None, overrides: dict) -> dict:
     config = resolve_config(DEFAULTS, SCHEMA, config_path, overrides)
     if config["task"] is None:
         config["task"] = f"{config['dataset']}_{config['model']}"
+    total = TRAIN_SIZES[config["dataset"]]
+    if config["subset"] is not None and config["subset"] > total:
+        raise ConfigError(f"subset must be between 1 and {total} for {config['dataset']}, got {config['subset']}")
     wrong = {"hyperplane": "radius_ratio", "hypersphere": "init_radius_ratio"}[config["subspace"]]
     if config[wrong] is not None:
         raise ConfigError(f"{wrong} does not apply to subspace: {config['subspace']} (radius_ratio is the "
