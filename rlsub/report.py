@@ -1,8 +1,9 @@
 """The cross-domain report (`rlsub compare-tasks`): d_int90 of every task, ours beside the paper's.
 
 Reads only sweep results (``<results>/<sweep>/summary.json``, written by :mod:`rlsub.sweep`) and
-the summaries of the seeds' follow-up studies (``<results>/{goldilocks,nonlinear}/summary.json``,
-marked ``"study"``, written by ``scripts/goldilocks.py`` and ``scripts/nonlinear.py``), a section
+the summaries of the seeds' follow-up studies (``<results>/{goldilocks,nonlinear,memorisation}/summary.json``,
+marked ``"study"``, written by ``scripts/goldilocks.py``, ``scripts/nonlinear.py`` and
+``scripts/memorisation.py``), a section
 each; the paper's figures come from :mod:`rlsub.paper`. Writes a Markdown table and two PNG plots:
 performance against d per task (with the baseline and the 90% line) and d_int90 of all tasks on
 a log scale. A task without results is listed as not measured, with the command that measures it.
@@ -40,7 +41,7 @@ def load_sweeps(results: str | Path) -> dict[str, dict]:
 
 
 #: the follow-up studies with a report section: folder under results/ -> section writer (below)
-STUDIES = ("goldilocks", "nonlinear")
+STUDIES = ("goldilocks", "nonlinear", "memorisation")
 
 
 def load_studies(results: str | Path) -> dict[str, dict]:
@@ -125,7 +126,37 @@ def nonlinear_section(s: dict) -> list[str]:
     return out
 
 
-SECTIONS = {"goldilocks": goldilocks_section, "nonlinear": nonlinear_section}
+def _num(x, digits: int = 0) -> str:
+    return "-" if x is None else f"{x:,.{digits}f}"
+
+
+def memorisation_section(s: dict) -> list[str]:
+    """The memorisation-scaling study: d_int90 of random labels against N, the fitted line and power law."""
+    out = ["## Memorisation scaling (MNIST, FC 784-400x5-10, every label random, training accuracy)", "",
+           f"From `results/memorisation/summary.json` (`{s['command']}`, commit {s['git_commit']}): one adaptive "
+           "sweep per number of training images N; details in `memorisation/README.md`, plot "
+           "`plots/memorisation.png`.", "",
+           "| N | epochs | seeds | baseline | d_int90 | interpolated | bootstrap 16-84% | dims per label | budget settled |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for r in s["rows"]:
+        b = r.get("bootstrap") or {}
+        hi = _num(b.get("p84")) if b.get("p84") is not None else f">{_num(b.get('censored_above'))}"
+        out.append(f"| {r['n']:,} | {_num(r.get('epochs'))} | {r['baseline']['n']} | {r['baseline']['mean']:.4f} | "
+                   f"{_num(r['d_int90'])} | {_num(r['d_int90_interp'])} | {_num(b.get('p16'))}-{hi} | "
+                   f"{_num(r['dims_per_label'], 2)} | {r.get('budget_settled')} |")
+    f, fb = s.get("fit"), s.get("fit_bootstrap") or {}
+    if f:
+        def span(key, digits=0):
+            return f" [{_num(fb[key]['p16'], digits)}, {_num(fb[key]['p84'], digits)}]" if key in fb else ""
+        out += ["", f"Fit: d_int90 = {f['a']:,.0f}{span('a')} + {f['b']:.3f}{span('b', 3)} N "
+                    f"(dimensions per memorised label); power law exponent {f['k']:.3f}{span('k', 3)}. "
+                    f"Predicted at N = {s['predict_at']:,}: {_num(f['line_at'])}{span('line_at')} (line), "
+                    f"{_num(f['power_at'])}{span('power_at')} (power law); the paper: {s['paper']['d_int90']:,}."]
+    out.append("")
+    return out
+
+
+SECTIONS = {"goldilocks": goldilocks_section, "nonlinear": nonlinear_section, "memorisation": memorisation_section}
 
 
 def study_sections(studies: dict[str, dict]) -> list[str]:

@@ -296,3 +296,75 @@ def test_a_damaged_study_summary_is_one_clear_error(tmp_path):
     (tmp_path / "goldilocks" / "summary.json").write_text("{not json")
     with pytest.raises(UserError, match="goldilocks/summary.json is damaged"):
         load_studies(tmp_path)
+
+
+# --- memorisation scaling ------------------------------------------------------------------------
+
+
+def _memo_points(n: int, ratio_at_threshold: float, seeds=(0, 1)) -> list[dict]:
+    """Points of one sweep whose seed-mean curve is linear in log d and crosses 0.9 (90% of a baseline
+    of 1.0) at d = ratio_at_threshold * n; the seeds differ by +-0.01 around the mean."""
+    d_star = ratio_at_threshold * n
+    points = [{"dim": "full", "seed": s, "value": 1.0, "metric_min": 0.0} for s in seeds]
+    for d in (n // 4, n, 4 * n):
+        mean = 0.9 + 0.2 * (np.log(d) - np.log(d_star)) / np.log(4)
+        points += [{"dim": d, "seed": s, "value": float(mean + (0.01 if k else -0.01)), "metric_min": 0.0}
+                   for k, s in enumerate(seeds)]
+    return points
+
+
+def test_memorisation_estimate_interpolates_on_log_d():
+    m = _script("memorisation")
+    # baseline 1.0, threshold 0.9; d = 100 at 0.8 and d = 400 at 1.0: halfway on log d is d = 200
+    points = [{"dim": "full", "seed": 0, "value": 1.0}, {"dim": 100, "seed": 0, "value": 0.8},
+              {"dim": 400, "seed": 0, "value": 1.0}]
+    assert m.estimate(points, 0.9) == pytest.approx(200.0)
+    assert m.estimate([p for p in points if p["dim"] != 400], 0.9) is None  # never reached
+    assert m.estimate(_memo_points(1000, 1.5), 0.9) == pytest.approx(1500.0)
+
+
+def test_memorisation_fit_recovers_a_line_and_a_power_law():
+    m = _script("memorisation")
+    ns = np.array([1000.0, 2000.0, 5000.0, 10000.0])
+    line = m.fit(ns, 300.0 + 1.25 * ns)
+    assert line["a"] == pytest.approx(300.0) and line["b"] == pytest.approx(1.25)
+    assert line["line_at"] == pytest.approx(300.0 + 1.25 * 60000)
+    power = m.fit(ns, 7.0 * ns ** 0.8)
+    assert power["k"] == pytest.approx(0.8) and power["c"] == pytest.approx(7.0)
+    assert power["power_at"] == pytest.approx(7.0 * 60000 ** 0.8)
+
+
+def test_memorisation_summary_fits_the_sweeps_and_the_report_shows_them(tmp_path):
+    from rlsub.report import compare_tasks
+
+    m = _script("memorisation")
+    results = tmp_path / "memorisation"
+    for n in (1000, 2000, 4000):
+        folder = results / f"n{n}"
+        folder.mkdir(parents=True)
+        points = _memo_points(n, 2.0)
+        (folder / "points.jsonl").write_text("".join(json.dumps(p) + "\n" for p in points))
+        curve = [{"dim": d, "mean": float(np.mean([p["value"] for p in points if p["dim"] == d]))}
+                 for d in (n // 4, n, 4 * n)]
+        (folder / "summary.json").write_text(json.dumps({
+            "d_int90": 4 * n, "d_int90_interp": m.estimate(points, 0.9), "reached": True,
+            "baseline": {"mean": 1.0, "n": 2}, "threshold": 0.9, "curve": curve,
+            "bootstrap": {"p16": 1.9 * n, "p84": 2.1 * n}, "budget_curve": {"settled": True},
+            "budget": {"wall_time_s_total": 60.0, "epochs_per_point": 200}, "git_commit": "abc"}))
+    args = m.main.__globals__["argparse"].Namespace(results=str(results), plot=str(tmp_path / "memo.png"),
+                                                   threshold=0.9, bootstrap=200, bootstrap_seed=0)
+    s = m.summarise(args)
+    assert [r["n"] for r in s["rows"]] == [1000, 2000, 4000]
+    assert [r["dims_per_label"] for r in s["rows"]] == pytest.approx([2.0, 2.0, 2.0])
+    assert s["fit"]["b"] == pytest.approx(2.0) and s["fit"]["a"] == pytest.approx(0.0, abs=1e-6)
+    assert s["fit"]["k"] == pytest.approx(1.0)
+    fb = s["fit_bootstrap"]  # the seeds' +-0.01 moves each estimate a little either way, never past 2.0 +- 10%
+    assert fb["unreached_draws"] == 0 and 1.8 < fb["b"]["p16"] <= 2.0 <= fb["b"]["p84"] < 2.2
+    assert (tmp_path / "memo.png").stat().st_size > 0
+    readme = (results / "README.md").read_text()
+    assert "**2.00 dimensions per memorised label**" in readme and "| 2,000 | 200 | 2 | 1.0000 | 0.9000 | 8,000 | 4,000 |" in readme
+    out, _ = compare_tasks(tmp_path)
+    text = out.read_text()
+    section = text[text.index("## Memorisation scaling"):]
+    assert "| 4,000 | 200 | 2 | 1.0000 | 16,000 | 8,000 | 7,600-8,400 | 2.00 | True |" in section
+    assert "Predicted at N = 60,000: 120,000" in section
