@@ -6,7 +6,9 @@ results/benchmarks/es_scale.json.
 
 Measured here, on the ranks this machine has, with synthetic returns (seeded) in place of episodes:
 - bytes all-gathered per generation (each rank's rows of pair index, two returns, two lengths, plus
-  the pair's observation sums for Humanoid's 376 observations), as the trainer sends them;
+  the observation sums of the pairs that record them: item index, Humanoid's 376 sums and sums of
+  squares, step count), as the trainer sends them, for each ``obs_stat_prob`` (1: every pair, the
+  default; 0.01: OpenAI's Humanoid setting, a seeded draw per pair, ``rlsub.es.core.records_obs``);
 - the update (``rlsub.es.optimizers.OpenAIES.tell``), which shares the regeneration of the pairs'
   noise out over the ranks in fixed blocks of pairs: the time of one block's noise sum and of the
   Adam step, for d = 700 (the paper's Humanoid d_int90) and for the full space (D = 166,673), and
@@ -31,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rlsub.es.core import records_obs
 from rlsub.es.optimizers import OpenAIES
 from rlsub.rundir import git_commit, machine, write_json
 
@@ -53,6 +56,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--block", type=int, nargs="+", default=[64, 10],
                    help="update_block_pairs values modelled (64: the default; pairs / R: one block per rank)")
+    p.add_argument("--obs-stat-prob", type=float, nargs="+", default=[1.0, 0.01],
+                   help="obs_stat_prob values modelled (1: the default; 0.01: OpenAI's Humanoid runs)")
     args = p.parse_args()
     comm = MPI.COMM_WORLD
     rank, size = comm.Get_rank(), comm.Get_size()
@@ -61,15 +66,19 @@ def main() -> None:
     lengths = rng.integers(50, 1000, size=(args.pairs, 2))
     mine = range(rank, args.pairs, size)
     rows = np.array([[i, *returns[i, :1], lengths[i, 0], returns[i, 1], lengths[i, 1]] for i in mine], dtype=np.float64)
-    obs = rng.standard_normal((len(rows), 2 * OBS + 1))
-    gather_s = []
-    for _ in range(args.repeats):
-        comm.Barrier()
-        t = time.perf_counter()
-        gathered = comm.allgather((rows, obs))
-        gather_s.append(time.perf_counter() - t)
-    nbytes = sum(r.nbytes + o.nbytes for r, o in gathered)
-    rows_bytes = sum(r.nbytes for r, _ in gathered)
+    gathers = {}  # obs_stat_prob -> (bytes all-gathered, median seconds, pairs recording)
+    for prob in args.obs_stat_prob:
+        recording = [i for i in mine if records_obs(0, 0, i, prob)]
+        obs = np.column_stack([recording, rng.standard_normal((len(recording), 2 * OBS + 1))]) if recording else None
+        gather_s = []
+        for _ in range(args.repeats):
+            comm.Barrier()
+            t = time.perf_counter()
+            gathered = comm.allgather((rows, obs))
+            gather_s.append(time.perf_counter() - t)
+        gathers[prob] = (sum(r.nbytes + (o.nbytes if o is not None else 0) for r, o in gathered),
+                         float(np.median(gather_s)), comm.allreduce(len(recording)))
+    rows_bytes = sum(r.nbytes for r in comm.allgather(rows))
     # The update as rlsub.es.optimizers.OpenAIES.tell runs it at scale: blocks of B pairs, rank r
     # computes blocks r, r + R, ...; then an all-to-all of slices and an all-gather of n numbers.
     # Measured here: one block's noise sum (what a rank computes per block it owns), the Adam step,
@@ -105,24 +114,28 @@ def main() -> None:
     if rank != 0:
         return
     model = []
-    for B in args.block:
-        K = math.ceil(args.pairs / B)
-        for R in args.ranks:
-            comm_s = math.log2(R) * ALPHA + (R - 1) / R * nbytes / BETA
-            for n in args.dims:
-                owned = math.ceil(K / R)
-                update_s = owned * block_s[B, n] + adam_s[n]
-                # all-to-all: R - 1 messages each way; sends owned x n, receives K x n / R float64
-                swap_s = (R - 1) * ALPHA + (owned * n + K * math.ceil(n / R)) * 8 / BETA
-                share_s = math.log2(R) * ALPHA + (R - 1) / R * n * 8 / BETA  # all-gather of the slices
-                for L in args.lengths:
-                    episodes_s = 2 * args.pairs * L * args.step_ms / 1e3 / R
-                    extra = update_s + swap_s + share_s + comm_s
-                    model.append({"block_pairs": B, "blocks": K, "ranks": R, "n": n, "episode_length": L,
-                                  "episodes_s": episodes_s, "update_s": update_s, "update_comm_s": swap_s + share_s,
-                                  "allgather_s": comm_s, "overhead_frac": extra / (episodes_s + extra)})
-    result = {"pairs": args.pairs, "measured_ranks": size, "allgather_bytes": nbytes, "rows_bytes": rows_bytes,
-              "obs_bytes": nbytes - rows_bytes, "allgather_s_measured": float(np.median(gather_s)),
+    for prob in args.obs_stat_prob:
+        nbytes = gathers[prob][0]
+        for B in args.block:
+            K = math.ceil(args.pairs / B)
+            for R in args.ranks:
+                comm_s = math.log2(R) * ALPHA + (R - 1) / R * nbytes / BETA
+                for n in args.dims:
+                    owned = math.ceil(K / R)
+                    update_s = owned * block_s[B, n] + adam_s[n]
+                    # all-to-all: R - 1 messages each way; sends owned x n, receives K x n / R float64
+                    swap_s = (R - 1) * ALPHA + (owned * n + K * math.ceil(n / R)) * 8 / BETA
+                    share_s = math.log2(R) * ALPHA + (R - 1) / R * n * 8 / BETA  # all-gather of the slices
+                    for L in args.lengths:
+                        episodes_s = 2 * args.pairs * L * args.step_ms / 1e3 / R
+                        extra = update_s + swap_s + share_s + comm_s
+                        model.append({"obs_stat_prob": prob, "block_pairs": B, "blocks": K, "ranks": R, "n": n,
+                                      "episode_length": L, "episodes_s": episodes_s, "update_s": update_s,
+                                      "update_comm_s": swap_s + share_s, "allgather_s": comm_s,
+                                      "overhead_frac": extra / (episodes_s + extra)})
+    result = {"pairs": args.pairs, "measured_ranks": size, "rows_bytes": rows_bytes,
+              "allgather": {str(p): {"bytes": b, "obs_bytes": b - rows_bytes, "seconds_measured": t, "recording_pairs": k}
+                            for p, (b, t, k) in gathers.items()},
               "block_sum_s": {f"B={B} n={n}": v for (B, n), v in block_s.items()},
               "adam_s": {str(k): v for k, v in adam_s.items()},
               "tell_measured_s": {f"B={B} n={n}": v for (B, n), v in tell_here.items()},
@@ -145,10 +158,12 @@ def _section(r: dict) -> str:
         f"{r['machine']['cpus']} CPUs). Synthetic returns, no environments; see the script's docstring for what is "
         "measured and what is modelled.",
         "",
-        f"- {r['pairs']:,} mirrored pairs: {r['allgather_bytes'] / 1e6:.1f} MB all-gathered per generation "
-        f"({r['rows_bytes'] / 1e6:.2f} MB of pair rows = 40 bytes a pair, {r['obs_bytes'] / 1e6:.1f} MB of observation sums "
-        f"= {(2 * OBS + 1) * 8:,} bytes a pair); measured between {r['measured_ranks']} ranks here: "
-        f"{r['allgather_s_measured'] * 1e3:.1f} ms.",
+        f"- {r['pairs']:,} mirrored pairs, all-gathered per generation: {r['rows_bytes'] / 1e6:.2f} MB of pair rows "
+        f"(40 bytes a pair) plus the observation sums of the pairs that record them ({(2 * OBS + 2) * 8:,} bytes "
+        "each); " + "; ".join(
+            f"obs_stat_prob {p}: {a['recording_pairs']:,} pairs record, {a['bytes'] / 1e6:.2f} MB, measured between "
+            f"{r['measured_ranks']} ranks here in {a['seconds_measured'] * 1e3:.1f} ms" for p, a in r["allgather"].items())
+        + ". obs_stat_prob = 0.01 is OpenAI's setting for Humanoid (calc_obstat_prob); rlsub's default is 1.",
         f"- the update (`OpenAIES.tell`): the {r['pairs']:,} pairs' noise sums in blocks of B pairs "
         "(`update_block_pairs`), shared out over the ranks (rank r computes blocks r, r + R, ...), then an "
         "all-to-all of coordinate slices, each rank adding its slice over the blocks in block order, and an "
@@ -163,24 +178,26 @@ def _section(r: dict) -> str:
         f"the rows' all-gather: log2(R) x {r['alpha_s'] * 1e6:.0f} us + gathered bytes at "
         f"{r['beta_bytes_per_s'] / 1e9:.2f} GB/s; episodes: 2 x pairs x L steps x {r['step_ms']} ms / R.",
         "",
-        "| B (blocks) | ranks R | n (d or D) | episode length L | episodes s | update s | update comm. s | rows all-gather s | overhead |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| obs_stat_prob | B (blocks) | ranks R | n (d or D) | episode length L | episodes s | update s | update comm. s | rows all-gather s | overhead |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for m in r["model"]:
-        lines.append(f"| {m['block_pairs']} ({m['blocks']:,}) | {m['ranks']:,} | {m['n']:,} | {m['episode_length']:,} | {m['episodes_s']:.2f} | "
+        lines.append(f"| {m['obs_stat_prob']} | {m['block_pairs']} ({m['blocks']:,}) | {m['ranks']:,} | {m['n']:,} | "
+                     f"{m['episode_length']:,} | {m['episodes_s']:.2f} | "
                      f"{m['update_s']:.3f} | {m['update_comm_s']:.3f} | {m['allgather_s']:.3f} | "
                      f"{m['overhead_frac']:.1%} |")
     below = [m for m in r["model"] if m["overhead_frac"] < 0.05]
-    for L in sorted({m["episode_length"] for m in r["model"]}):
-        rows = [m for m in r["model"] if m["episode_length"] == L]
-        ok = [m for m in rows if m["overhead_frac"] < 0.05]
-        lines.append("")
-        lines.append(f"Episodes of {L:,} steps: overhead under 5% in {len(ok)} of {len(rows)} rows (largest "
-                     f"{max(m['overhead_frac'] for m in rows):.1%}).")
+    for p in sorted({m["obs_stat_prob"] for m in r["model"]}, reverse=True):
+        for L in sorted({m["episode_length"] for m in r["model"]}):
+            rows = [m for m in r["model"] if m["episode_length"] == L and m["obs_stat_prob"] == p]
+            ok = [m for m in rows if m["overhead_frac"] < 0.05]
+            lines.append("")
+            lines.append(f"obs_stat_prob {p}, episodes of {L:,} steps: overhead under 5% in {len(ok)} of {len(rows)} "
+                         f"rows (largest {max(m['overhead_frac'] for m in rows):.1%}).")
     lines += ["", f"In all, {len(below)} of {len(r['model'])} rows stay under the 5% target. Where they do not "
               "(short episodes, the full space), the fixed costs are the all-to-all's R - 1 latencies, the "
-              "rows' all-gather (mostly observation sums) and, in full space, the noise a rank regenerates; "
-              "a smaller block (update_block_pairs) shrinks the last. Before the update was shared out, "
+              "rows' all-gather (mostly observation sums when every pair records them) and, in full space, the "
+              "noise a rank regenerates; a smaller block (update_block_pairs) shrinks the last. Before the update was shared out, "
               "every rank regenerated all 10,000 pairs' noise: measured here for n = 700, "
               f"{r['tell_one_rank_alone_s_n700']:.2f} s a generation (one rank computing the whole update); "
               "in full space it was 176 s (measured 2026-11-23 at commit 2a612f5, the section's previous "

@@ -183,6 +183,30 @@ def test_bytes_communicated_grow_with_population_not_d(tmp_path):
     assert comm_bytes(dim=4, pairs=12) == 2 * b4
 
 
+def test_obs_stat_prob_records_the_seeded_share_of_pairs(tmp_path):
+    """The statistics' count is eps (0.01) plus the steps of the recording pairs' episodes: all training
+    steps at prob 1, none at a vanishing prob, and at 0.5 the pairs the seeded draw picks, each
+    (seed, generation, pair) drawn as the docstring of records_obs says. CartPole pays 1 a step, so a
+    generation's training steps are its mean return times its 16 episodes."""
+    def run(prob, **kw):
+        out = tmp_path / f"p{prob}"
+        trainer.train(cartpole(generations=3, pairs=8, obs_stat_prob=prob, **kw), out, quiet=True)
+        rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        steps = sum(r["return_mean"] * 16 for r in rows)
+        return float(np.load(out / "obs_norm.npz")["obs_count"]) - 0.01, steps, out
+
+    count, steps, _ = run(1.0)
+    assert count == pytest.approx(steps) and steps > 0
+    count, steps, out = run(1e-12)
+    assert count == pytest.approx(0.0)
+    assert np.abs(np.load(out / "theta_d.npy")).sum() > 0  # training went on with the initial statistics
+    picks = [[np.random.default_rng(np.random.SeedSequence([0, 6, g, k])).random() < 0.5 for k in range(8)]
+             for g in range(3)]
+    assert 0 < sum(map(sum, picks)) < 24  # this seed picks some pairs and not others
+    count, steps, _ = run(0.5)
+    assert 0 < count < steps
+
+
 @pytest.mark.parametrize("args,match", [
     (["--dim", "563"], "exceeds the policy's D = 562"),
     (["--dim", "0"], "dim must be >= 1"),
@@ -370,6 +394,20 @@ def test_mpi_update_shared_over_ranks_gives_the_same_theta_d_for_1_2_and_3_ranks
     assert np.array_equal(runs[6, 1], runs[6, 3])
     # block sizes change the order of the additions only: the same update to rounding
     np.testing.assert_allclose(runs[3, 1], runs[6, 1], rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.mpi
+def test_mpi_obs_stat_prob_gives_the_same_theta_d_and_statistics_for_1_and_2_ranks(tmp_path):
+    common = ["--config", "configs/es/cartpole.yaml", "--generations", "4", "--pairs", "7", "--seed", "3",
+              "--set", "obs_norm=true", "--set", "obs_stat_prob=0.5", "--quiet"]
+    for n in (1, 2):
+        proc = _mpirun(n, [str(VENV_BIN / "rlsub"), "es", *common, "--out", str(tmp_path / f"n{n}")])
+        assert proc.returncode == 0, proc.stderr
+    a, b = np.load(tmp_path / "n1" / "theta_d.npy"), np.load(tmp_path / "n2" / "theta_d.npy")
+    assert np.array_equal(a, b) and np.abs(a).sum() > 0
+    sa, sb = np.load(tmp_path / "n1" / "obs_norm.npz"), np.load(tmp_path / "n2" / "obs_norm.npz")
+    assert all(np.array_equal(sa[k], sb[k]) for k in ("obs_sum", "obs_sumsq", "obs_count"))
+    assert 0.01 < float(sa["obs_count"])
 
 
 def test_hostfile_that_names_no_host_is_one_clear_error(tmp_path):

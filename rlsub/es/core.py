@@ -21,6 +21,15 @@ def episode_seed(seed: int, kind: int, generation: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, 2 + kind, generation, index]).generate_state(1)[0])
 
 
+def records_obs(seed: int, generation: int, item: int, prob: float) -> bool:
+    """Whether item ``item`` of a generation adds its observations to the running statistics: always
+    at ``prob`` >= 1, else a uniform draw from (run seed, generation, item) below ``prob``, so the same
+    items record whatever the number of ranks and whichever rank runs them."""
+    if prob >= 1.0:
+        return True
+    return bool(np.random.default_rng(np.random.SeedSequence([seed, 6, generation, item])).random() < prob)
+
+
 def centered_ranks(x: np.ndarray) -> np.ndarray:
     """Ranks of x scaled to [-0.5, 0.5]; tied values share their average rank.
 

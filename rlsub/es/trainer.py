@@ -45,7 +45,7 @@ from rlsub.config import (
     resolve_config,
 )
 from rlsub.errors import UserError
-from rlsub.es.core import ObsStats, episode_seed
+from rlsub.es.core import ObsStats, episode_seed, records_obs
 from rlsub.es.envs import EnvClock, check_env_id, make_env, metric_min
 from rlsub.es.optimizers import OPTIMIZERS, make_optimizer
 from rlsub.es.policy import Actor, reference_batch, rollout
@@ -80,6 +80,9 @@ DEFAULTS: dict = {
                                # sums are shared out over the ranks (rlsub.es.optimizers.OpenAIES.tell)
     "action_noise": 0.0,  # Gaussian noise on continuous actions, training episodes only
     "obs_norm": True,  # running observation normalisation
+    "obs_stat_prob": 1.0,  # share of pairs whose observations update the statistics (OpenAI's calc_obstat_prob,
+                           # 0.01 in their Humanoid runs): a seeded draw per pair, the same for any rank count;
+                           # below 1 it shrinks the per-generation all-gather (observation sums) and the per-step work
     "max_episode_steps": None,  # cap on episode length (None: the environment's own limit)
     "eval_every": 5,  # generations between noiseless evaluations (and after the last)
     "eval_episodes": 5,
@@ -110,6 +113,7 @@ SCHEMA: dict = {
     "update_block_pairs": Int(min=1),
     "action_noise": Float(min=0),
     "obs_norm": Bool(),
+    "obs_stat_prob": Float(gt=0, max=1),
     "max_episode_steps": Int(min=1, null=True),
     "eval_every": Int(min=1),
     "eval_episodes": Int(min=1),
@@ -287,19 +291,20 @@ def train(config: dict, out_dir: str | Path | None = None, resume: bool = False,
         local_rows, local_obs, local_steps = [], [], 0
         for k in range(rank, opt.n_items, size):
             row, s_sum, ssq_sum, n_steps = [k], 0.0, 0.0, 0
+            record = obs_stats is not None and records_obs(seed, generation, k, config["obs_stat_prob"])
             for theta, env_index, noise_index in opt.candidates(generation, k, project):
                 actor.set_params(theta, obs_stats, reference)
                 ret, length, s, ssq = rollout(env, actor, episode_seed(seed, 0, generation, env_index),
-                                              config["max_episode_steps"], record_obs=obs_stats is not None,
+                                              config["max_episode_steps"], record_obs=record,
                                               action_noise=config["action_noise"],
                                               noise_seed=episode_seed(seed, 2, generation, noise_index))
                 row += [ret, length]
-                if obs_stats is not None:
+                if record:
                     s_sum, ssq_sum, n_steps = s_sum + s, ssq_sum + ssq, n_steps + length
                 local_steps += length
             local_rows.append(row)
-            if obs_stats is not None:
-                local_obs.append(np.concatenate([s_sum.ravel(), ssq_sum.ravel(), [n_steps]]))
+            if record:  # the item index first: the rows are added in item order on every rank
+                local_obs.append(np.concatenate([[k], s_sum.ravel(), ssq_sum.ravel(), [n_steps]]))
         payload = (np.array(local_rows, dtype=np.float64).reshape(-1, 1 + 2 * per),
                    np.array(local_obs, dtype=np.float64) if local_obs else None)
         gathered = comm.allgather(payload)
@@ -312,11 +317,13 @@ def train(config: dict, out_dir: str | Path | None = None, resume: bool = False,
         opt.tell(generation, returns)
         x = opt.x
         opt_seconds += time.perf_counter() - t_opt
-        if obs_stats is not None:
-            obs_rows = np.concatenate([p[1] for p in gathered if p[1] is not None])[order]
+        recorded = [p[1] for p in gathered if p[1] is not None]
+        if obs_stats is not None and recorded:
+            obs_rows = np.concatenate(recorded)
+            obs_rows = obs_rows[np.argsort(obs_rows[:, 0], kind="stable")]
             n_obs = int(np.prod(obs_shape))
             for r in obs_rows:  # in item order: the same float sums on every rank
-                obs_stats.add(r[:n_obs].reshape(obs_shape), r[n_obs:2 * n_obs].reshape(obs_shape), r[-1])
+                obs_stats.add(r[1:1 + n_obs].reshape(obs_shape), r[1 + n_obs:1 + 2 * n_obs].reshape(obs_shape), r[-1])
         gen_steps = int(rows[:, 2::2].sum())
         timesteps += gen_steps
         episodes += per * len(rows)
