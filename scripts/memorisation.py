@@ -15,7 +15,12 @@ runs, as in ``rlsub.analysis.bootstrap``), refitted per draw; 16-84% ranges of a
 prediction at N = 60,000 (the paper's point is 190,000 at N = 60,000 with 100% random labels).
 
     RLSUB_DATA=../shared/data nice -n 19 mpirun -n 2 python scripts/memorisation.py --sizes 1000 2000 5000 10000
+    RLSUB_DATA=../shared/data nice -n 19 mpirun -n 2 python scripts/memorisation.py --labels real --sizes 1000
     python scripts/memorisation.py --summarise                     # fit and plot what has finished
+
+The control (``--labels real``): the same network, images, budget and metric with the images' own
+labels, d bisected in [16, 4 N]: how many dimensions the same N images need when the labels follow
+the images.
 
 Writes ``RESULTS/summary.json``, ``RESULTS/README.md`` and ``results/plots/memorisation.png``.
 """
@@ -46,12 +51,25 @@ BLOG = [{"random_labels": 5000, "d_int90": 90000}, {"random_labels": 50000, "d_i
 
 
 def sweep_config(n: int, args) -> dict:
+    """The sweep for N images: random labels in ``n<N>/`` (d bisected in [N / 4, 4 N]); with
+    ``--labels real``, the control with the images' own labels in ``real_n<N>/`` (d in [16, 4 N])."""
     from rlsub import sweep
 
-    over = {"name": f"n{n}", "seeds": args.seeds,
-            "overrides": {"subset": n, "epochs": args.epochs},
-            "adaptive": {"d_min": max(1, n // 4), "d_max": 4 * n}}
+    real = args.labels == "real"
+    over = {"name": f"real_n{n}" if real else f"n{n}", "seeds": args.seeds,
+            "overrides": {"subset": n, "epochs": args.epochs, **({"shuffle_labels": 0.0} if real else {})},
+            "adaptive": {"d_min": 16 if real else max(1, n // 4), "d_max": 4 * n, "max_dims": 10 if real else 8}}
     return sweep.resolve(SWEEP, args.results, over)
+
+
+def _sweep_folders(results: Path, prefix: str) -> list[tuple[int, Path]]:
+    """(N, folder) of the finished sweeps named <prefix><N>, by N."""
+    found = []
+    for folder in results.glob(f"{prefix}*"):
+        tail = folder.name[len(prefix):]
+        if tail.isdigit() and (folder / "summary.json").exists():
+            found.append((int(tail), folder))
+    return sorted(found)
 
 
 def run(args) -> None:
@@ -94,12 +112,9 @@ def fit(ns: np.ndarray, ds: np.ndarray) -> dict:
 def summarise(args) -> dict:
     results = Path(args.results)
     rows = []
-    for folder in sorted(results.glob("n*"), key=lambda p: int(p.name[1:]) if p.name[1:].isdigit() else -1):
-        if not (folder / "summary.json").exists() or not folder.name[1:].isdigit():
-            continue
+    for n, folder in _sweep_folders(results, "n"):
         s = json.loads((folder / "summary.json").read_text())
         points = read_points(folder)
-        n = int(folder.name[1:])
         rows.append({"n": n, "folder": str(folder.relative_to(ROOT)) if folder.is_relative_to(ROOT) else str(folder),
                      "d_int90": s["d_int90"], "d_int90_interp": s["d_int90_interp"], "reached": s["reached"],
                      "baseline": s["baseline"], "threshold": s["threshold"], "curve": s["curve"],
@@ -107,9 +122,17 @@ def summarise(args) -> dict:
                      "dims_per_label": None if s["d_int90_interp"] is None else s["d_int90_interp"] / n,
                      "wall_time_s": s["budget"]["wall_time_s_total"], "git_commit": s["git_commit"],
                      "points": points, "epochs": s["budget"].get("epochs_per_point")})
+    controls = []
+    for n, folder in _sweep_folders(results, "real_n"):
+        s = json.loads((folder / "summary.json").read_text())
+        controls.append({"n": n, "d_int90": s["d_int90"], "d_int90_interp": s["d_int90_interp"],
+                         "baseline": s["baseline"], "curve": s["curve"], "bootstrap": s.get("bootstrap"),
+                         "budget_settled": (s.get("budget_curve") or {}).get("settled"),
+                         "epochs": s["budget"].get("epochs_per_point")})
     used = [r for r in rows if r["d_int90_interp"] is not None]
     out: dict = {"study": "memorisation", "task": "mnist_fc5_shuffled_labels", "sizes": [r["n"] for r in rows],
                  "rows": [{k: v for k, v in r.items() if k != "points"} for r in rows], "paper": PAPER,
+                 "real_label_controls": controls,
                  "blog": BLOG, "predict_at": PREDICT_AT, "threshold_frac": args.threshold,
                  "command": command_line(), "git_commit": git_commit(), "machine": machine(),
                  "python": platform.python_version(), "written": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
@@ -173,6 +196,17 @@ def readme(s: dict) -> str:
                   f"- Predicted at N = {s['predict_at']:,}: line {_n(f['line_at'])}{rng('line_at')}, power law "
                   f"{_n(f['power_at'])}{rng('power_at')}; the paper measured {s['paper']['d_int90']:,} there "
                   "(100% shuffled labels, all 60,000 images)."]
+    if s.get("real_label_controls"):
+        lines += ["", "Control: the same network, images and budget with the images' own labels (`--labels real`, "
+                  "`real_n<N>/`), same metric (training accuracy):", "",
+                  "| N | baseline train acc | d_int90 (grid) | interpolated | random labels, interpolated | ratio |",
+                  "|---|---|---|---|---|---|"]
+        random_at = {r["n"]: r["d_int90_interp"] for r in s["rows"]}
+        for c in s["real_label_controls"]:
+            rnd = random_at.get(c["n"])
+            ratio = f"{rnd / c['d_int90_interp']:.1f}x" if rnd and c["d_int90_interp"] else "-"
+            lines.append(f"| {c['n']:,} | {c['baseline']['mean']:.4f} | {_n(c['d_int90'])} | {_n(c['d_int90_interp'])} "
+                         f"| {_n(rnd)} | {ratio} |")
     lines += ["", "For comparison: MNIST FC with real labels has d_int90 = 750 (paper) for all 60,000 images "
               "(`results/mnist_fc/`, 784-200-200-10). The blog's 90,000 for 5,000 random labels and 190,000 for "
               "50,000 count random labels mixed among real ones, a different task from N images that all carry "
@@ -217,6 +251,8 @@ def plot(s: dict, path: Path) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[1000, 2000, 5000, 10000])
+    p.add_argument("--labels", choices=("random", "real"), default="random",
+                   help="real: the control sweeps with the images' own labels (real_n<N>/)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--epochs", type=int, default=200)
     p.add_argument("--results", default=str(ROOT / "results" / "memorisation"))

@@ -351,10 +351,15 @@ def test_memorisation_summary_fits_the_sweeps_and_the_report_shows_them(tmp_path
             "baseline": {"mean": 1.0, "n": 2}, "threshold": 0.9, "curve": curve,
             "bootstrap": {"p16": 1.9 * n, "p84": 2.1 * n}, "budget_curve": {"settled": True},
             "budget": {"wall_time_s_total": 60.0, "epochs_per_point": 200}, "git_commit": "abc"}))
+    control = results / "real_n1000"  # the real-label control: not fitted, listed beside the random labels
+    control.mkdir()
+    (control / "summary.json").write_text(json.dumps({
+        "d_int90": 400, "d_int90_interp": 320.0, "baseline": {"mean": 1.0, "n": 2}, "curve": [],
+        "bootstrap": None, "budget_curve": {"settled": True}, "budget": {"epochs_per_point": 200}}))
     args = m.main.__globals__["argparse"].Namespace(results=str(results), plot=str(tmp_path / "memo.png"),
                                                    threshold=0.9, bootstrap=200, bootstrap_seed=0)
     s = m.summarise(args)
-    assert [r["n"] for r in s["rows"]] == [1000, 2000, 4000]
+    assert [r["n"] for r in s["rows"]] == [1000, 2000, 4000] and [c["n"] for c in s["real_label_controls"]] == [1000]
     assert [r["dims_per_label"] for r in s["rows"]] == pytest.approx([2.0, 2.0, 2.0])
     assert s["fit"]["b"] == pytest.approx(2.0) and s["fit"]["a"] == pytest.approx(0.0, abs=1e-6)
     assert s["fit"]["k"] == pytest.approx(1.0)
@@ -362,6 +367,7 @@ def test_memorisation_summary_fits_the_sweeps_and_the_report_shows_them(tmp_path
     assert fb["unreached_draws"] == 0 and 1.8 < fb["b"]["p16"] <= 2.0 <= fb["b"]["p84"] < 2.2
     assert (tmp_path / "memo.png").stat().st_size > 0
     readme = (results / "README.md").read_text()
+    assert "| 1,000 | 1.0000 | 400 | 320 | 2,000 | 6.2x |" in readme  # 2,000 / 320
     assert "**2.00 dimensions per memorised label**" in readme and "| 2,000 | 200 | 2 | 1.0000 | 0.9000 | 8,000 | 4,000 |" in readme
     out, _ = compare_tasks(tmp_path)
     text = out.read_text()
