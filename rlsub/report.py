@@ -150,8 +150,15 @@ def memorisation_section(s: dict) -> list[str]:
             return f" [{_num(fb[key]['p16'], digits)}, {_num(fb[key]['p84'], digits)}]" if key in fb else ""
         out += ["", f"Fit: d_int90 = {f['a']:,.0f}{span('a')} + {f['b']:.3f}{span('b', 3)} N "
                     f"(dimensions per memorised label); power law exponent {f['k']:.3f}{span('k', 3)}. "
-                    f"Predicted at N = {s['predict_at']:,}: {_num(f['line_at'])}{span('line_at')} (line), "
-                    f"{_num(f['power_at'])}{span('power_at')} (power law); the paper: {s['paper']['d_int90']:,}."]
+                    f"Predicted at N = {s['paper']['n']:,}: {_num(f.get('line_at_paper'))}{span('line_at_paper')} "
+                    f"(line), {_num(f.get('power_at_paper'))}{span('power_at_paper')} (power law); the paper: "
+                    f"{s['paper']['d_int90']:,} there. At N = {s['predict_at']:,}: {_num(f['line_at'])}"
+                    f"{span('line_at')} (line)."]
+    m = s.get("measured_full")
+    if m:
+        got = (f"d_int90 {_num(m['d_int90'])}" if m["d_int90"] is not None
+               else f"not reached up to d = {_num(max(c['dim'] for c in m['curve']))}")
+        out += ["", f"Measured at N = {m['n']:,} ({m['budget_label']}): baseline {m['baseline']:.4f}, {got}."]
     out.append("")
     return out
 

@@ -12,7 +12,9 @@ of ``rlsub sweep`` (resumable: finished points are reused), into ``RESULTS/n<N>/
 
 Uncertainty: a joint bootstrap over seeds (every N resampled at once: its baseline and each d's
 runs, as in ``rlsub.analysis.bootstrap``), refitted per draw; 16-84% ranges of a, b, k and of the
-prediction at N = 60,000 (the paper's point is 190,000 at N = 60,000 with 100% random labels).
+prediction at N = 50,000 (the paper's 100%-shuffled point: 190,000 with its 50,000 training images) and
+at N = 60,000 (all of MNIST's training images, ``results/mnist_fc5_shuffled_labels/``, shown beside it
+when that sweep has a summary).
 
     RLSUB_DATA=../shared/data nice -n 19 mpirun -n 2 python scripts/memorisation.py --sizes 1000 2000 5000 10000
     RLSUB_DATA=../shared/data nice -n 19 mpirun -n 2 python scripts/memorisation.py --labels real --sizes 1000
@@ -44,10 +46,13 @@ from rlsub.subspace import atomic_write_text
 ROOT = Path(__file__).resolve().parent.parent
 SWEEP = ROOT / "configs" / "sweeps" / "mnist_fc5_memorisation.yaml"
 PREDICT_AT = 60000
-PAPER = {"n": 60000, "d_int90": 190000, "source": "Li et al. 2018, MNIST FC5 with 100% shuffled labels"}
-#: the blog's two points (../shared/seeds/intrinsic-dimension-blog.txt): N random labels among 50,000
-#: training labels, the rest real; not the same task as N images that all carry random labels
-BLOG = [{"random_labels": 5000, "d_int90": 90000}, {"random_labels": 50000, "d_int90": 190000}]
+FULL_SWEEP = ROOT / "results" / "mnist_fc5_shuffled_labels"
+#: Li et al. 2018, 100% shuffled labels: the blog (../shared/seeds/intrinsic-dimension-blog.txt) counts
+#: "50,000 random labels", the paper's MNIST training set, every label random: the task measured here
+PAPER = {"n": 50000, "d_int90": 190000, "source": "Li et al. 2018, MNIST FC5, 100% shuffled labels (50,000 images)"}
+#: the blog's two points: 10% shuffled (5,000 random labels among 45,000 real ones, a different task)
+#: and 100% shuffled (all 50,000 labels random)
+BLOG = [{"random_labels": 5000, "of": 50000, "d_int90": 90000}, {"random_labels": 50000, "of": 50000, "d_int90": 190000}]
 
 
 def sweep_config(n: int, args) -> dict:
@@ -105,8 +110,22 @@ def fit(ns: np.ndarray, ds: np.ndarray) -> dict:
     """Least squares: d = a + b N, and log d = log c + k log N."""
     b, a = np.polyfit(ns, ds, 1)
     k, logc = np.polyfit(np.log(ns), np.log(ds), 1)
-    return {"a": float(a), "b": float(b), "k": float(k), "c": float(math.exp(logc)),
-            "line_at": float(a + b * PREDICT_AT), "power_at": float(math.exp(logc) * PREDICT_AT ** k)}
+    c = math.exp(logc)
+    return {"a": float(a), "b": float(b), "k": float(k), "c": float(c),
+            "line_at": float(a + b * PREDICT_AT), "power_at": float(c * PREDICT_AT ** k),
+            "line_at_paper": float(a + b * PAPER["n"]), "power_at_paper": float(c * PAPER["n"] ** k)}
+
+
+def measured_full(folder: Path = FULL_SWEEP) -> dict | None:
+    """The all-60,000-images sweep (item 2's), to set beside the fit's prediction; None before it has a summary."""
+    path = folder / "summary.json"
+    if not path.exists():
+        return None
+    s = json.loads(path.read_text())
+    return {"n": PREDICT_AT, "folder": "results/mnist_fc5_shuffled_labels", "d_int90": s["d_int90"],
+            "d_int90_interp": s["d_int90_interp"], "baseline": s["baseline"]["mean"], "threshold": s["threshold"],
+            "budget_label": s.get("budget_label"), "epochs": s["budget"].get("epochs_per_point"),
+            "curve": [{"dim": c["dim"], "mean": c["mean"]} for c in s["curve"]]}
 
 
 def summarise(args) -> dict:
@@ -132,7 +151,7 @@ def summarise(args) -> dict:
     used = [r for r in rows if r["d_int90_interp"] is not None]
     out: dict = {"study": "memorisation", "task": "mnist_fc5_shuffled_labels", "sizes": [r["n"] for r in rows],
                  "rows": [{k: v for k, v in r.items() if k != "points"} for r in rows], "paper": PAPER,
-                 "real_label_controls": controls,
+                 "real_label_controls": controls, "measured_full": measured_full(Path(args.full_sweep)),
                  "blog": BLOG, "predict_at": PREDICT_AT, "threshold_frac": args.threshold,
                  "command": command_line(), "git_commit": git_commit(), "machine": machine(),
                  "python": platform.python_version(), "written": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
@@ -148,7 +167,7 @@ def summarise(args) -> dict:
                 continue
             draws.append(fit(ns, np.array(est)))
         ranges = {key: {f"p{q}": float(np.percentile([f[key] for f in draws], q)) for q in (16, 50, 84)}
-                  for key in ("a", "b", "k", "line_at", "power_at")} if draws else {}
+                  for key in ("a", "b", "k", "line_at", "power_at", "line_at_paper", "power_at_paper")} if draws else {}
         out["fit_bootstrap"] = {"n": args.bootstrap, "seed": args.bootstrap_seed, "unreached_draws": unreached,
                                 **ranges}
     write_json(results / "summary.json", out)
@@ -193,9 +212,18 @@ def readme(s: dict) -> str:
                   f"- Line: d_int90 = {f['a']:,.0f}{rng('a')} + {f['b']:.3f}{rng('b', 3)} x N: "
                   f"**{f['b']:.2f} dimensions per memorised label**.",
                   f"- Power law: d_int90 = {f['c']:.3g} x N^{f['k']:.3f}{rng('k', 3)}.",
-                  f"- Predicted at N = {s['predict_at']:,}: line {_n(f['line_at'])}{rng('line_at')}, power law "
-                  f"{_n(f['power_at'])}{rng('power_at')}; the paper measured {s['paper']['d_int90']:,} there "
-                  "(100% shuffled labels, all 60,000 images)."]
+                  f"- Predicted at N = {s['paper']['n']:,}: line {_n(f.get('line_at_paper'))}{rng('line_at_paper')}, "
+                  f"power law {_n(f.get('power_at_paper'))}{rng('power_at_paper')}; the paper measured "
+                  f"{s['paper']['d_int90']:,} there (100% shuffled labels, its {s['paper']['n']:,} training images).",
+                  f"- Predicted at N = {s['predict_at']:,} (all of MNIST's training images): line {_n(f['line_at'])}"
+                  f"{rng('line_at')}, power law {_n(f['power_at'])}{rng('power_at')}."]
+    m = s.get("measured_full")
+    if m:
+        reached = (f"d_int90 {_n(m['d_int90'])} (interpolated {_n(m['d_int90_interp'])})" if m["d_int90"] is not None
+                   else "threshold not reached at any d measured")
+        lines += [f"- Measured at N = {m['n']:,} (`{m['folder']}/`, {m['budget_label']}): baseline {m['baseline']:.4f}, "
+                  f"threshold {m['threshold']:.4f}, {reached}; accuracy by d: "
+                  + ", ".join(f"{c['dim']:,}: {c['mean']:.3f}" for c in m["curve"]) + "."]
     if s.get("real_label_controls"):
         lines += ["", "Control: the same network, images and budget with the images' own labels (`--labels real`, "
                   "`real_n<N>/`), same metric (training accuracy):", "",
@@ -208,9 +236,10 @@ def readme(s: dict) -> str:
             lines.append(f"| {c['n']:,} | {c['baseline']['mean']:.4f} | {_n(c['d_int90'])} | {_n(c['d_int90_interp'])} "
                          f"| {_n(rnd)} | {ratio} |")
     lines += ["", "For comparison: MNIST FC with real labels has d_int90 = 750 (paper) for all 60,000 images "
-              "(`results/mnist_fc/`, 784-200-200-10). The blog's 90,000 for 5,000 random labels and 190,000 for "
-              "50,000 count random labels mixed among real ones, a different task from N images that all carry "
-              "random labels.", ""]
+              "(`results/mnist_fc/`, 784-200-200-10). The paper's 190,000 is this task at N = 50,000 (100% shuffled: "
+              "every one of its 50,000 training labels random; the blog's 3.8 dimensions per label). Its 90,000 is "
+              "10% shuffled (5,000 random labels among 45,000 real ones, the blog's 18 per label), a different task "
+              "from N images that all carry random labels.", ""]
     return "\n".join(lines)
 
 
@@ -241,7 +270,13 @@ def plot(s: dict, path: Path) -> None:
         grid = np.geomspace(min(ns) / 1.5, s["predict_at"], 100)
         ax[1].plot(grid, f["a"] + f["b"] * grid, "-", label=f"line: {f['b']:.2f} dims per label")
         ax[1].plot(grid, f["c"] * grid ** f["k"], "--", label=f"power law: N^{f['k']:.2f}")
-    ax[1].plot([s["paper"]["n"]], [s["paper"]["d_int90"]], "k*", ms=12, label="paper (N = 60,000)")
+    ax[1].plot([s["paper"]["n"]], [s["paper"]["d_int90"]], "k*", ms=12, label=f"paper (N = {s['paper']['n']:,})")
+    m = s.get("measured_full")
+    if m and m["d_int90_interp"] is not None:
+        ax[1].plot([m["n"]], [m["d_int90_interp"]], "rs", label=f"measured, N = {m['n']:,} ({m['epochs']} epochs)")
+    elif m and m["curve"]:  # not reached: d_int90 lies above the largest d measured
+        ax[1].plot([m["n"]], [max(c["dim"] for c in m["curve"])], "r^",
+                   label=f"N = {m['n']:,}: above this d ({m['epochs']} epochs)")
     ax[1].set(xscale="log", yscale="log", xlabel="N (training images, all labels random)", ylabel="d_int90",
               title="d_int90 vs N")
     ax[1].legend(fontsize=8)
@@ -257,6 +292,8 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=200)
     p.add_argument("--results", default=str(ROOT / "results" / "memorisation"))
     p.add_argument("--plot", default=str(ROOT / "results" / "plots" / "memorisation.png"))
+    p.add_argument("--full-sweep", default=str(FULL_SWEEP),
+                   help="the sweep on all 60,000 images, set beside the fit's prediction (default: %(default)s)")
     p.add_argument("--threshold", type=float, default=0.9)
     p.add_argument("--bootstrap", type=int, default=1000)
     p.add_argument("--bootstrap-seed", type=int, default=0)

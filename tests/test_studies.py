@@ -332,6 +332,7 @@ def test_memorisation_fit_recovers_a_line_and_a_power_law():
     power = m.fit(ns, 7.0 * ns ** 0.8)
     assert power["k"] == pytest.approx(0.8) and power["c"] == pytest.approx(7.0)
     assert power["power_at"] == pytest.approx(7.0 * 60000 ** 0.8)
+    assert power["power_at_paper"] == pytest.approx(7.0 * 50000 ** 0.8)
 
 
 def test_memorisation_summary_fits_the_sweeps_and_the_report_shows_them(tmp_path):
@@ -356,8 +357,15 @@ def test_memorisation_summary_fits_the_sweeps_and_the_report_shows_them(tmp_path
     (control / "summary.json").write_text(json.dumps({
         "d_int90": 400, "d_int90_interp": 320.0, "baseline": {"mean": 1.0, "n": 2}, "curve": [],
         "bootstrap": None, "budget_curve": {"settled": True}, "budget": {"epochs_per_point": 200}}))
+    full = tmp_path / "full60k"  # the all-images sweep: not reached at any d, shown beside the prediction
+    full.mkdir()
+    (full / "summary.json").write_text(json.dumps({
+        "d_int90": None, "d_int90_interp": None, "baseline": {"mean": 0.6, "n": 1}, "threshold": 0.54,
+        "budget_label": "budget-limited: 200 epochs", "budget": {"epochs_per_point": 200},
+        "curve": [{"dim": 50000, "mean": 0.1}, {"dim": 400000, "mean": 0.11}]}))
     args = m.main.__globals__["argparse"].Namespace(results=str(results), plot=str(tmp_path / "memo.png"),
-                                                   threshold=0.9, bootstrap=200, bootstrap_seed=0)
+                                                   threshold=0.9, bootstrap=200, bootstrap_seed=0,
+                                                   full_sweep=str(full))
     s = m.summarise(args)
     assert [r["n"] for r in s["rows"]] == [1000, 2000, 4000] and [c["n"] for c in s["real_label_controls"]] == [1000]
     assert [r["dims_per_label"] for r in s["rows"]] == pytest.approx([2.0, 2.0, 2.0])
@@ -373,4 +381,8 @@ def test_memorisation_summary_fits_the_sweeps_and_the_report_shows_them(tmp_path
     text = out.read_text()
     section = text[text.index("## Memorisation scaling"):]
     assert "| 4,000 | 200 | 2 | 1.0000 | 16,000 | 8,000 | 7,600-8,400 | 2.00 | True |" in section
-    assert "Predicted at N = 60,000: 120,000" in section
+    assert "Predicted at N = 50,000: 100,000" in section and "At N = 60,000: 120,000" in section
+    assert "Measured at N = 60,000 (budget-limited: 200 epochs): baseline 0.6000, not reached up to d = 400,000" in section
+    assert s["fit"]["line_at_paper"] == pytest.approx(100000.0)
+    assert "threshold not reached at any d measured; accuracy by d: 50,000: 0.100, 400,000: 0.110." in readme
+    assert "every one of its 50,000 training labels random" in readme
