@@ -86,7 +86,7 @@ def worker(spec: dict) -> dict:
         t0 = time.perf_counter()
         for _ in range(count):
             idx = torch.randint(0, n, (bs,), generator=gen)
-            trainer.train_step(net, optimizer, batches.images(batches.x_train[idx]), batches.y_train[idx])
+            trainer.train_step(net, optimizer, *batches.train_batch(idx))
         return (time.perf_counter() - t0) / count
 
     steps(10)  # warm-up
@@ -115,7 +115,7 @@ def _profile(net, optimizer, batches, bs: int, gen, count: int = 30) -> dict:
     from rlsub.subspace import SubspaceModel
 
     idx = torch.randint(0, len(batches.y_train), (bs,), generator=gen)
-    x, y = batches.images(batches.x_train[idx]), batches.y_train[idx]
+    x, y = batches.train_batch(idx)
 
     def clock(fn) -> float:
         fn()

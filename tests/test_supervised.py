@@ -122,6 +122,28 @@ def test_download_with_a_wrong_md5_is_refused(tmp_path, monkeypatch):
 
 
 @needs_mnist
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
+def test_train_batch_is_the_standardised_images_at_the_indices(shape):
+    """The batch gather against numpy's fancy indexing and the per-channel formula (x / 255 - mean) / std,
+    the statistics computed in float64 over the whole training set."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(300,) + shape, dtype=np.uint8)
+    y = rng.integers(0, 10, size=300)
+    data = sdata.ImageData("fake", x, y, x[:10], y[:10], source="mnist-idx")
+    batches = trainer.Batches(data)
+    idx = rng.permutation(300)[:64]
+    images, labels = batches.train_batch(torch.from_numpy(idx))
+    scaled = x.astype(np.float64) / 255.0
+    mean = scaled.mean(axis=(0, 2, 3), keepdims=True)
+    std = scaled.std(axis=(0, 2, 3), keepdims=True)
+    expected = (scaled[idx] - mean) / std
+    assert images.shape == (64,) + shape and images.dtype == torch.float32
+    np.testing.assert_allclose(images.numpy(), expected, rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(labels.numpy(), y[idx])
+
+
 def test_subspace_training_beats_chance_and_is_deterministic(tmp_path):
     config = small_config()
     first = trainer.train(config, tmp_path / "a", quiet=True)
