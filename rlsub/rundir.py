@@ -137,6 +137,8 @@ class RunDir:
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         self.started = time.time()
+        # the code a run ran is the code at its start: a long run outlives commits made meanwhile
+        self.git_commit = git_commit()
         self._events: Path | None = None  # created with the first row
 
     @property
@@ -219,5 +221,8 @@ class RunDir:
         atomic_save_npy(self.path / name, np.asarray(theta_d, dtype=np.float32))
 
     def write_summary(self, summary: dict) -> None:
-        full = {"git_commit": git_commit(), "machine": machine(), "command": command_line(), **summary}
+        full = {"git_commit": self.git_commit, "machine": machine(), "command": command_line(), **summary}
+        now = git_commit()
+        if now != self.git_commit:
+            full["git_commit_at_end"] = now
         write_json(self.path / "summary.json", full)

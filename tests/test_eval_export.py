@@ -223,6 +223,24 @@ def test_render_for_an_environment_that_cannot_render(tmp_path, capsys):
 # --- run directories: metrics also as CSV and TensorBoard scalars -------------------------------------
 
 
+def test_run_summary_records_the_commit_the_run_started_at(tmp_path, monkeypatch):
+    """A run outlives commits made while it trains: its summary names the commit at its start, and the
+    one at its end only when it differs."""
+    from rlsub import rundir
+
+    commits = iter(["aaa", "bbb"])
+    monkeypatch.setattr(rundir, "git_commit", lambda: next(commits))
+    run = rundir.RunDir(tmp_path / "moved")
+    run.write_summary({"value": 1.0})
+    s = json.loads((tmp_path / "moved" / "summary.json").read_text())
+    assert s["git_commit"] == "aaa" and s["git_commit_at_end"] == "bbb"
+    monkeypatch.setattr(rundir, "git_commit", lambda: "ccc")
+    run = rundir.RunDir(tmp_path / "same")
+    run.write_summary({"value": 1.0})
+    s = json.loads((tmp_path / "same" / "summary.json").read_text())
+    assert s["git_commit"] == "ccc" and "git_commit_at_end" not in s
+
+
 def test_rundir_log_writes_csv_and_tensorboard_scalars(tmp_path):
     import csv
 
