@@ -270,6 +270,10 @@ def plot(s: dict, path: Path) -> None:
         grid = np.geomspace(min(ns) / 1.5, s["predict_at"], 100)
         ax[1].plot(grid, f["a"] + f["b"] * grid, "-", label=f"line: {f['b']:.2f} dims per label")
         ax[1].plot(grid, f["c"] * grid ** f["k"], "--", label=f"power law: N^{f['k']:.2f}")
+    controls = [c for c in s.get("real_label_controls", []) if c["d_int90_interp"] is not None]
+    if controls:
+        ax[1].plot([c["n"] for c in controls], [c["d_int90_interp"] for c in controls], "gD",
+                   label="same images, real labels (control)")
     ax[1].plot([s["paper"]["n"]], [s["paper"]["d_int90"]], "k*", ms=12, label=f"paper (N = {s['paper']['n']:,})")
     m = s.get("measured_full")
     if m and m["d_int90_interp"] is not None:
