@@ -275,7 +275,8 @@ def _bytes(n: int) -> str:
     return f"{n} B"
 
 
-def markdown(rows: list[dict], results: str, studies: dict[str, dict] | None = None) -> str:
+def markdown(rows: list[dict], results: str, studies: dict[str, dict] | None = None,
+             sweeps: dict[str, dict] | None = None) -> str:
     lines = [
         "# rlsub: intrinsic dimension across tasks",
         "",
@@ -338,9 +339,11 @@ def markdown(rows: list[dict], results: str, studies: dict[str, dict] | None = N
         lines += ["", "## Details of the measured tasks", "", *details]
     lines += ["", "Plots: `plots/curves.png` (performance vs d per task, with baseline and 90% line), "
               "`plots/d_int90.png` (d_int90 of every task, ours beside the paper's, log scale), "
-              "`plots/d_int90_budget.png` (d_int90 against the fraction of the budget, per task)."]
+              "`plots/d_int90_budget.png` (d_int90 against the fraction of the budget, per task), "
+              "`plots/baselines.png` (each full-space baseline against its budget)."]
     if notes:
         lines += ["", "Notes:", *notes]
+    lines += ["", *baseline_section(sweeps or {})]
     lines += study_sections(studies or {})
     return "\n".join(lines).rstrip("\n") + "\n"
 
@@ -481,7 +484,80 @@ def plot(sweeps: dict[str, dict], rows: list[dict], out_dir: Path) -> list[Path]
     paths.append(_save(fig, out_dir / "d_int90.png"))
     plt.close(fig)
     paths.append(plot_budget(sweeps, out_dir))
+    baselines = plot_baselines(sweeps, out_dir)
+    if baselines is not None:
+        paths.append(baselines)
     return paths
+
+
+def _baseline_curve(s: dict) -> list[tuple[float, float]]:
+    """(fraction of the budget, mean baseline there) from the sweep's budget curve."""
+    fr = (s.get("budget_curve") or {}).get("fractions") or []
+    return [(c["fraction"], c["baseline"]) for c in fr if c.get("baseline") is not None]
+
+
+def _baseline_budget(s: dict) -> dict:
+    """The budget of the sweep's baseline runs: that of its own optimizer, not the cross-check's."""
+    budgets = (s.get("budget_curve") or {}).get("budgets") or []
+    cross = ((s.get("budget") or {}).get("cross_check") or {}).get("optimizer")
+    own = [b for b in budgets if b.get("optimizer") != cross]
+    return (own or budgets or [{}])[0]
+
+
+def _budget_words(s: dict) -> str:
+    b = _baseline_budget(s)
+    return f"{_fmt(b['budget'])} {b['unit']}" if b.get("budget") else "-"
+
+
+def baseline_section(sweeps: dict[str, dict]) -> list[str]:
+    """Markdown: each sweep's full-space baseline (mean over its seeds) at quarters of its budget, from
+    the runs' logged evaluations, and how much it moved over the last quarter."""
+    lines = ["## Full-space baselines over their budget", "",
+             "The baseline (mean over seeds) at quarters of each point's budget, from the logged evaluations "
+             "(supervised training accuracy: the running accuracy over each epoch); curves in "
+             "`plots/baselines.png`. \"last quarter\": its change from 75% to 100% of the budget, as a share of "
+             "its final distance above the metric's minimum (small: it had levelled off).", "",
+             "| task | metric | budget (100%) | 25% | 50% | 75% | 100% | last quarter |", "|---|---|---|---|---|---|---|---|"]
+    header = len(lines)
+    for key, s in sweeps.items():
+        curve = dict(_baseline_curve(s))
+        if not curve:
+            continue
+        at = {q: curve.get(q) for q in (0.25, 0.5, 0.75, 1.0)}
+        lo = float(s.get("metric_min") or 0.0)
+        end, q3 = at[1.0], at[0.75]
+        moved = "-" if end is None or q3 is None or end == lo else f"{(end - q3) / abs(end - lo):+.1%}"
+        lines.append(f"| {PAPER.get(key, {}).get('task', key)} | {s.get('metric')} | {_budget_words(s)} | "
+                     + " | ".join(_fmt(at[q]) for q in (0.25, 0.5, 0.75, 1.0)) + f" | {moved} |")
+    return lines + [""] if len(lines) > header else []
+
+
+def plot_baselines(sweeps: dict[str, dict], out_dir: Path) -> Path | None:
+    """The full-space baseline (mean over seeds) against the budget, one panel per sweep."""
+    import matplotlib.pyplot as plt
+
+    drawn = [(k, s) for k, s in sweeps.items() if _baseline_curve(s)]
+    if not drawn:
+        return None
+    cols = min(3, len(drawn))
+    nrows = -(-len(drawn) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(5 * cols, 3.2 * nrows), squeeze=False)
+    for ax, (key, s) in zip(axes.ravel(), drawn):
+        curve = _baseline_curve(s)
+        budget = _baseline_budget(s)
+        total = budget.get("budget") or 1
+        ax.plot([f * total for f, _ in curve], [v for _, v in curve], marker=".", color="k")
+        ax.set_xlabel(budget.get("unit") or "fraction of the budget")
+        ax.set_ylabel(METRIC_WORDS.get(s.get("metric"), s.get("metric") or "performance"), fontsize=8)
+        ax.set_title(PAPER.get(key, {}).get("task", key), fontsize=9)
+        ax.grid(alpha=0.3)
+    for ax in axes.ravel()[len(drawn):]:
+        ax.axis("off")
+    fig.suptitle("full-space baselines (mean over seeds) as their budget is spent", fontsize=10)
+    fig.tight_layout()
+    path = _save(fig, out_dir / "baselines.png")
+    plt.close(fig)
+    return path
 
 
 def _save(fig, path: Path) -> Path:
@@ -496,5 +572,5 @@ def compare_tasks(results: str | Path = "results", out: str | Path | None = None
     sweeps = load_sweeps(results)
     rows = build_rows(sweeps)
     plot(sweeps, rows, out.parent / "plots")
-    atomic_write_text(out, markdown(rows, str(results), load_studies(results)))
+    atomic_write_text(out, markdown(rows, str(results), load_studies(results), sweeps))
     return out, rows

@@ -386,3 +386,23 @@ def test_memorisation_summary_fits_the_sweeps_and_the_report_shows_them(tmp_path
     assert s["fit"]["line_at_paper"] == pytest.approx(100000.0)
     assert "threshold not reached at any d measured; accuracy by d: 50,000: 0.100, 400,000: 0.110." in readme
     assert "every one of its 50,000 training labels random" in readme
+
+
+def test_report_baseline_section_reads_the_baseline_at_quarters_of_its_own_budget(tmp_path):
+    from rlsub.report import baseline_section, plot_baselines
+
+    values = {0.25: 0.5, 0.5: 0.8, 0.75: 0.9, 1.0: 0.95}
+    sweep = {"metric": "test_accuracy", "metric_min": 0.1,
+             "budget": {"cross_check": {"optimizer": "cma_es"}},
+             "budget_curve": {"budgets": [{"budget": 500, "optimizer": "cma_es", "unit": "generations"},
+                                          {"budget": 200, "optimizer": "openai_es", "unit": "generations"}],
+                              "fractions": [{"fraction": 0.05, "baseline": None}]
+                              + [{"fraction": f, "baseline": v} for f, v in values.items()]}}
+    lines = baseline_section({"toy_task": sweep, "no_curve": {"metric": "x", "budget_curve": {"fractions": []}}})
+    rows = [line for line in lines if line.startswith("| toy_task")]
+    # last quarter: (0.95 - 0.9) / (0.95 - 0.1) = 5.9%; the budget is the sweep's own optimizer's (200)
+    assert rows == ["| toy_task | test_accuracy | 200 generations | 0.5 | 0.8 | 0.9 | 0.95 | +5.9% |"]
+    assert not any(line.startswith("| no_curve") for line in lines)
+    path = plot_baselines({"toy_task": sweep}, tmp_path)
+    assert path is not None and path.stat().st_size > 0
+    assert baseline_section({}) == [] and plot_baselines({}, tmp_path) is None
