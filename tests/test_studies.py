@@ -386,6 +386,19 @@ def test_memorisation_summary_fits_the_sweeps_and_the_report_shows_them(tmp_path
     assert s["fit"]["line_at_paper"] == pytest.approx(100000.0)
     assert "threshold not reached at any d measured; accuracy by d: 50,000: 0.100, 400,000: 0.110." in readme
     assert "every one of its 50,000 training labels random" in readme
+    # a reached 60,000-image sweep run with another step than the fitted ones: the ratio and the caveat
+    (full / "summary.json").write_text(json.dumps({
+        "d_int90": 400000, "d_int90_interp": 240000.0, "baseline": {"mean": 0.98, "n": 1}, "threshold": 0.882,
+        "budget_label": "budget-limited: 200 epochs", "budget": {"epochs_per_point": 200},
+        "curve": [{"dim": 50000, "mean": 0.5}, {"dim": 400000, "mean": 0.95}]}))
+    for folder, lr in ((full, 0.001), (results / "n1000", 0.01)):
+        (folder / "runs" / "d250_s0").mkdir(parents=True)
+        (folder / "runs" / "d250_s0" / "config.json").write_text(json.dumps({"dim": 250, "lr": lr}))
+    s = m.summarise(args)
+    readme = (results / "README.md").read_text()
+    assert "d_int90 400,000 (interpolated 240,000, 4.00 dimensions per label)" in readme
+    assert "Measured / predicted (line): 2.00x. The fitted sweeps ran with theta_d's step 0.01" in readme
+    assert "the 60,000-image sweep with 0.001" in readme
 
 
 def test_report_baseline_section_reads_the_baseline_at_quarters_of_its_own_budget(tmp_path):
