@@ -312,13 +312,15 @@ def markdown(rows: list[dict], results: str, studies: dict[str, dict] | None = N
             d = f"{_fmt(r['d_int90'])} ({_fmt(r['d_int90_interp'])})"
         else:
             d = f"not reached (> {_fmt(r['top_dim'])})"
-        if r.get("p16") is None:
+        if len(r.get("seeds") or []) == 1:
+            boot = "- (1 seed)"  # resampling one seed gives that seed back: no range to show
+        elif r.get("p16") is None:
             boot = "-" if r.get("unreached_frac") is None else f"> {_fmt(r['top_dim'])}"
         elif r.get("p84") is None:
             boot = f"{_fmt(r['p16'])} to > {_fmt(r['top_dim'])}"
         else:
             boot = f"{_fmt(r['p16'])}-{_fmt(r['p84'])}"
-        if r.get("unreached_frac"):
+        if r.get("unreached_frac") and len(r.get("seeds") or []) != 1:
             boot += f" ({r['unreached_frac']:.0%} unreached)"
         comp = f"{r['compression']:.3g}x" if r.get("compression") else "-"
         e = r.get("export")

@@ -419,3 +419,20 @@ def test_report_baseline_section_reads_the_baseline_at_quarters_of_its_own_budge
     path = plot_baselines({"toy_task": sweep}, tmp_path)
     assert path is not None and path.stat().st_size > 0
     assert baseline_section({}) == [] and plot_baselines({}, tmp_path) is None
+
+
+def test_report_shows_no_bootstrap_range_for_a_one_seed_sweep():
+    from rlsub.report import build_rows, markdown
+
+    def sweep(seeds):
+        return {"sweep": "mnist_fc", "D": 199210, "d_int90": 1000, "d_int90_interp": 900.0, "reached": True,
+                "bootstrap": {"p16": 900.0, "p84": 900.0, "unreached_frac": 0.0}, "baseline": {"mean": 0.97},
+                "metric": "test_accuracy", "seeds": seeds, "n_points": 3, "threshold": 0.873,
+                "curve": [{"dim": 500, "mean": 0.8}, {"dim": 1000, "mean": 0.9}],
+                "budget": {"epochs_per_point": 5, "wall_time_s_total": 60.0}}
+    one = markdown(build_rows({"mnist_fc": sweep([0])}), "results")
+    three = markdown(build_rows({"mnist_fc": sweep([0, 1, 2])}), "results")
+    row = [line for line in one.splitlines() if line.startswith("| MNIST, FC")][0]
+    assert "| - (1 seed) |" in row
+    row = [line for line in three.splitlines() if line.startswith("| MNIST, FC")][0]
+    assert "| 900-900 |" in row
