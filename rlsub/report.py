@@ -312,7 +312,8 @@ def markdown(rows: list[dict], results: str, studies: dict[str, dict] | None = N
             d = f"{_fmt(r['d_int90'])} ({_fmt(r['d_int90_interp'])})"
         else:
             d = f"not reached (> {_fmt(r['top_dim'])})"
-        if len(r.get("seeds") or []) == 1:
+        one_seed = len(r.get("seeds") or []) == 1
+        if one_seed:
             boot = "- (1 seed)"  # resampling one seed gives that seed back: no range to show
         elif r.get("p16") is None:
             boot = "-" if r.get("unreached_frac") is None else f"> {_fmt(r['top_dim'])}"
@@ -320,7 +321,7 @@ def markdown(rows: list[dict], results: str, studies: dict[str, dict] | None = N
             boot = f"{_fmt(r['p16'])} to > {_fmt(r['top_dim'])}"
         else:
             boot = f"{_fmt(r['p16'])}-{_fmt(r['p84'])}"
-        if r.get("unreached_frac") and len(r.get("seeds") or []) != 1:
+        if r.get("unreached_frac") and not one_seed:
             boot += f" ({r['unreached_frac']:.0%} unreached)"
         comp = f"{r['compression']:.3g}x" if r.get("compression") else "-"
         e = r.get("export")
@@ -429,9 +430,7 @@ def plot(sweeps: dict[str, dict], rows: list[dict], out_dir: Path) -> list[Path]
     measured = sorted(sweeps, key=lambda k: order.index(k) if k in order else len(order))  # table order
     if measured:
         n = len(measured)
-        cols = min(3, n)
-        nrows = -(-n // cols)
-        fig, axes = plt.subplots(nrows, cols, figsize=(5 * cols, 3.6 * nrows), squeeze=False)
+        fig, axes = _panels(n, 3.6)
         for ax, key in zip(axes.ravel(), measured):
             s = sweeps[key]
             curve = s.get("curve", [])
@@ -456,8 +455,6 @@ def plot(sweeps: dict[str, dict], rows: list[dict], out_dir: Path) -> list[Path]
             ax.set_title(PAPER.get(key, {}).get("task", key), fontsize=10)
         handles, labels = axes.ravel()[0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
-        for ax in axes.ravel()[n:]:
-            ax.axis("off")
         fig.tight_layout(rect=(0, 0.05, 1, 1))
         paths.append(_save(fig, out_dir / "curves.png"))
         plt.close(fig)
@@ -541,9 +538,7 @@ def plot_baselines(sweeps: dict[str, dict], out_dir: Path) -> Path | None:
     drawn = [(k, s) for k, s in sweeps.items() if _baseline_curve(s)]
     if not drawn:
         return None
-    cols = min(3, len(drawn))
-    nrows = -(-len(drawn) // cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(5 * cols, 3.2 * nrows), squeeze=False)
+    fig, axes = _panels(len(drawn), 3.2)
     for ax, (key, s) in zip(axes.ravel(), drawn):
         curve = _baseline_curve(s)
         budget = _baseline_budget(s)
@@ -553,13 +548,23 @@ def plot_baselines(sweeps: dict[str, dict], out_dir: Path) -> Path | None:
         ax.set_ylabel(METRIC_WORDS.get(s.get("metric"), s.get("metric") or "performance"), fontsize=8)
         ax.set_title(PAPER.get(key, {}).get("task", key), fontsize=9)
         ax.grid(alpha=0.3)
-    for ax in axes.ravel()[len(drawn):]:
-        ax.axis("off")
     fig.suptitle("full-space baselines (mean over seeds) as their budget is spent", fontsize=10)
     fig.tight_layout()
     path = _save(fig, out_dir / "baselines.png")
     plt.close(fig)
     return path
+
+
+def _panels(n: int, height: float):
+    """A figure of n panels, three to a row (the unused ones hidden): (fig, axes [rows, cols])."""
+    import matplotlib.pyplot as plt
+
+    cols = min(3, n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, height * rows), squeeze=False)
+    for ax in axes.ravel()[n:]:
+        ax.axis("off")
+    return fig, axes
 
 
 def _save(fig, path: Path) -> Path:

@@ -185,8 +185,7 @@ def main() -> None:
         report = json.loads(args.out.with_suffix(".json").read_text())
         report["rendered"] = {"command": "python " + " ".join([sys.argv[0], *sys.argv[1:]]), "git_commit": git_commit(),
                               "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
-        args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-        args.out.with_suffix(".md").write_text(markdown(report))
+        write(report, args.out)
         print(f"rewrote {args.out.with_suffix('.md')} from its .json")
         return
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
@@ -230,10 +229,15 @@ def main() -> None:
         entry["round_ratios"] = [statistics.median(a["per_step_s"]) / statistics.median(b["per_step_s"])
                                  for a, b in zip(sides["subspace"], sides["full"])]
         report["cases"].append(entry)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(report))
+    write(report, args.out)
     print(f"wrote {args.out.with_suffix('.md')} and .json")
+
+
+def write(report: dict, out: Path) -> None:
+    """OUT.json (the measurements) and OUT.md (rendered from them)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    out.with_suffix(".md").write_text(markdown(report))
 
 
 def markdown(report: dict) -> str:

@@ -116,6 +116,11 @@ def fit(ns: np.ndarray, ds: np.ndarray) -> dict:
             "line_at_paper": float(a + b * PAPER["n"]), "power_at_paper": float(c * PAPER["n"] ** k)}
 
 
+def _shown(folder: Path) -> str:
+    """A folder as the README names it: relative to the checkout when inside it."""
+    return str(folder.relative_to(ROOT)) if folder.is_relative_to(ROOT) else str(folder)
+
+
 def _step(folder: Path) -> float | None:
     """theta_d's Adam step at d = lr_ref_dim (the ``lr`` of the sweep's subspace runs), from a run's config."""
     for path in sorted((folder / "runs").glob("d*_s*/config.json")):
@@ -131,7 +136,7 @@ def measured_full(folder: Path = FULL_SWEEP) -> dict | None:
     if not path.exists():
         return None
     s = json.loads(path.read_text())
-    return {"n": PREDICT_AT, "folder": "results/mnist_fc5_shuffled_labels", "d_int90": s["d_int90"],
+    return {"n": PREDICT_AT, "folder": _shown(folder), "d_int90": s["d_int90"],
             "step": _step(folder),
             "d_int90_interp": s["d_int90_interp"], "baseline": s["baseline"]["mean"], "threshold": s["threshold"],
             "budget_label": s.get("budget_label"), "epochs": s["budget"].get("epochs_per_point"),
@@ -144,7 +149,7 @@ def summarise(args) -> dict:
     for n, folder in _sweep_folders(results, "n"):
         s = json.loads((folder / "summary.json").read_text())
         points = read_points(folder)
-        rows.append({"n": n, "folder": str(folder.relative_to(ROOT)) if folder.is_relative_to(ROOT) else str(folder),
+        rows.append({"n": n, "folder": _shown(folder),
                      "d_int90": s["d_int90"], "d_int90_interp": s["d_int90_interp"], "reached": s["reached"],
                      "baseline": s["baseline"], "threshold": s["threshold"], "curve": s["curve"],
                      "bootstrap": s.get("bootstrap"), "budget_settled": (s.get("budget_curve") or {}).get("settled"),
