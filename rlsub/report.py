@@ -402,7 +402,9 @@ def plot_budget(sweeps: dict[str, dict], out_dir: Path):
             continue
         budgets = (s.get("budget_curve") or {}).get("budgets") or []
         unit = ", ".join(f"{_fmt(b['budget'])} {b['unit']}" for b in budgets[:2])
-        ax.plot(xs, ys, marker=".", label=f"{PAPER.get(key, {}).get('task', key)} (100% = {unit})")
+        # dashed after the first ten lines: matplotlib's colour cycle repeats from the eleventh
+        ax.plot(xs, ys, marker=".", ls="-" if drawn < 10 else "--",
+                label=f"{PAPER.get(key, {}).get('task', key)} (100% = {unit})")
         drawn += 1
     ax.set_yscale("log")
     ax.set_xlabel("fraction of each point's budget")
