@@ -16,8 +16,9 @@ Measured here, on the ranks this machine has, with synthetic returns (seeded) in
 - the all-gather's time between these ranks.
 Modelled for R ranks (stated assumptions, not measurements): an all-gather by recursive doubling,
 log2(R) latencies alpha plus (R - 1) / R of the gathered bytes at bandwidth beta (alpha = 30 us,
-beta = 1.25 GB/s, i.e. 10 Gb Ethernet); the update's all-to-all as R - 1 latencies plus its sent and
-received bytes; a rank's update as ceil(blocks / R) blocks plus the Adam step; the generation's
+beta = 1.25 GB/s, i.e. 10 Gb Ethernet); the update's all-to-all among the S = min(blocks, R) ranks that
+compute blocks as S - 1 latencies plus its sent and received bytes, then an all-gather of the n
+numbers over all R ranks; a rank's update as ceil(blocks / R) blocks plus the Adam step; the generation's
 episodes, 2 x pairs episodes of L steps at the measured cost of one Humanoid-v4 step with the
 policy (``--step-ms``, from this machine's training runs), spread over R ranks.
 Overhead = (update + its communication + rows' all-gather) / (episodes + all of these).
@@ -54,8 +55,10 @@ def main() -> None:
                    help="one Humanoid step with the policy, ms (ES training runs here: 1,100-1,400 steps/s per rank)")
     p.add_argument("--lengths", type=int, nargs="+", default=[100, 1000], help="mean episode lengths modelled")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--block", type=int, nargs="+", default=[64, 10],
-                   help="update_block_pairs values modelled (64: the default; pairs / R: one block per rank)")
+    p.add_argument("--block", type=int, nargs="+", default=[64, 12],
+                   help="update_block_pairs values modelled (64: the default; 12: about sqrt(pairs x alpha / one "
+                        "pair's regeneration at D = 166,673), which balances a rank's noise regeneration in full "
+                        "space against the all-to-all's latencies)")
     p.add_argument("--obs-stat-prob", type=float, nargs="+", default=[1.0, 0.01],
                    help="obs_stat_prob values modelled (1: the default; 0.01: OpenAI's Humanoid runs)")
     args = p.parse_args()
@@ -80,7 +83,8 @@ def main() -> None:
                          float(np.median(gather_s)), comm.allreduce(len(recording)))
     rows_bytes = sum(r.nbytes for r in comm.allgather(rows))
     # The update as rlsub.es.optimizers.OpenAIES.tell runs it at scale: blocks of B pairs, rank r
-    # computes blocks r, r + R, ...; then an all-to-all of slices and an all-gather of n numbers.
+    # computes blocks r, r + R, ...; then an all-to-all of slices among the S = min(blocks, R) ranks
+    # that computed blocks, and an all-gather of n numbers over all ranks.
     # Measured here: one block's noise sum (what a rank computes per block it owns), the Adam step,
     # and the whole shared tell() between this machine's ranks (n = 700) to check the model.
     weights = rng.standard_normal(args.pairs)
@@ -115,24 +119,13 @@ def main() -> None:
         return
     model = []
     for prob in args.obs_stat_prob:
-        nbytes = gathers[prob][0]
         for B in args.block:
-            K = math.ceil(args.pairs / B)
             for R in args.ranks:
-                comm_s = math.log2(R) * ALPHA + (R - 1) / R * nbytes / BETA
                 for n in args.dims:
-                    owned = math.ceil(K / R)
-                    update_s = owned * block_s[B, n] + adam_s[n]
-                    # all-to-all: R - 1 messages each way; sends owned x n, receives K x n / R float64
-                    swap_s = (R - 1) * ALPHA + (owned * n + K * math.ceil(n / R)) * 8 / BETA
-                    share_s = math.log2(R) * ALPHA + (R - 1) / R * n * 8 / BETA  # all-gather of the slices
                     for L in args.lengths:
-                        episodes_s = 2 * args.pairs * L * args.step_ms / 1e3 / R
-                        extra = update_s + swap_s + share_s + comm_s
-                        model.append({"obs_stat_prob": prob, "block_pairs": B, "blocks": K, "ranks": R, "n": n,
-                                      "episode_length": L, "episodes_s": episodes_s, "update_s": update_s,
-                                      "update_comm_s": swap_s + share_s, "allgather_s": comm_s,
-                                      "overhead_frac": extra / (episodes_s + extra)})
+                        model.append({"obs_stat_prob": prob, **model_row(
+                            args.pairs, B, R, n, L, block_s=block_s[B, n], adam_s=adam_s[n],
+                            gathered_bytes=gathers[prob][0], step_ms=args.step_ms)})
     result = {"pairs": args.pairs, "measured_ranks": size, "rows_bytes": rows_bytes,
               "allgather": {str(p): {"bytes": b, "obs_bytes": b - rows_bytes, "seconds_measured": t, "recording_pairs": k}
                             for p, (b, t, k) in gathers.items()},
@@ -148,6 +141,24 @@ def main() -> None:
     write_json(OUT / "es_scale.json", result)
     _write_markdown(result)
     print(_section(result))
+
+
+def model_row(pairs: int, B: int, R: int, n: int, L: int, block_s: float, adam_s: float, gathered_bytes: float,
+              step_ms: float, alpha: float = ALPHA, beta: float = BETA) -> dict:
+    """One generation at R ranks, modelled from measured pieces (seconds): one block's noise sum
+    ``block_s``, the Adam step ``adam_s`` and the rows' all-gather volume ``gathered_bytes``."""
+    K = math.ceil(pairs / B)  # blocks
+    owned, S = math.ceil(K / R), min(K, R)  # blocks a rank computes; ranks that compute any
+    update_s = owned * block_s + adam_s
+    # all-to-all among the S owners: S - 1 messages each way; sends owned x n, receives K x n / S float64
+    swap_s = (S - 1) * alpha + (owned * n + K * math.ceil(n / S)) * 8 / beta
+    share_s = math.log2(R) * alpha + (R - 1) / R * n * 8 / beta  # all-gather of the n numbers' slices
+    rows_s = math.log2(R) * alpha + (R - 1) / R * gathered_bytes / beta  # all-gather of the pair rows
+    episodes_s = 2 * pairs * L * step_ms / 1e3 / R
+    extra = update_s + swap_s + share_s + rows_s
+    return {"block_pairs": B, "blocks": K, "ranks": R, "n": n, "episode_length": L, "episodes_s": episodes_s,
+            "update_s": update_s, "update_comm_s": swap_s + share_s, "allgather_s": rows_s,
+            "overhead_frac": extra / (episodes_s + extra)}
 
 
 def _section(r: dict) -> str:
@@ -166,15 +177,15 @@ def _section(r: dict) -> str:
         + ". obs_stat_prob = 0.01 is OpenAI's setting for Humanoid (calc_obstat_prob); rlsub's default is 1.",
         f"- the update (`OpenAIES.tell`): the {r['pairs']:,} pairs' noise sums in blocks of B pairs "
         "(`update_block_pairs`), shared out over the ranks (rank r computes blocks r, r + R, ...), then an "
-        "all-to-all of coordinate slices, each rank adding its slice over the blocks in block order, and an "
-        "all-gather of the n numbers: the same additions in the same order for any R, so theta_d does not depend "
+        "all-to-all of coordinate slices among the S = min(blocks, R) ranks that computed blocks, each adding "
+        "its slice over the blocks in block order, and an all-gather of the n numbers over all ranks: the same additions in the same order for any R, so theta_d does not depend "
         "on R (tested under mpirun with 1, 2 and 3 ranks). Measured here (median): one block's noise sum "
         + "; ".join(f"{k}: {v * 1e3:.1f} ms" for k, v in r["block_sum_s"].items())
         + "; the whole shared update between these " + str(r["measured_ranks"]) + " ranks: "
         + "; ".join(f"{k}: {v:.3f} s measured vs {r['tell_modelled_here_s'][k]:.3f} s modelled"
                     for k, v in r["tell_measured_s"].items()) + ".",
-        f"- modelled for R ranks: update = ceil(blocks / R) x one block + Adam; its communication: (R - 1) "
-        f"latencies + the sent and received slices (all-to-all) plus log2(R) latencies + n x 8 bytes (all-gather); "
+        f"- modelled for R ranks: update = ceil(blocks / R) x one block + Adam; its communication: (S - 1) "
+        f"latencies + the sent and received slices (all-to-all among the S = min(blocks, R) owners) plus log2(R) latencies + n x 8 bytes (all-gather); "
         f"the rows' all-gather: log2(R) x {r['alpha_s'] * 1e6:.0f} us + gathered bytes at "
         f"{r['beta_bytes_per_s'] / 1e9:.2f} GB/s; episodes: 2 x pairs x L steps x {r['step_ms']} ms / R.",
         "",
@@ -188,20 +199,23 @@ def _section(r: dict) -> str:
                      f"{m['overhead_frac']:.1%} |")
     below = [m for m in r["model"] if m["overhead_frac"] < 0.05]
     for p in sorted({m["obs_stat_prob"] for m in r["model"]}, reverse=True):
-        for L in sorted({m["episode_length"] for m in r["model"]}):
-            rows = [m for m in r["model"] if m["episode_length"] == L and m["obs_stat_prob"] == p]
+        for B in sorted({m["block_pairs"] for m in r["model"]}, reverse=True):
+            rows = [m for m in r["model"] if m["block_pairs"] == B and m["obs_stat_prob"] == p]
             ok = [m for m in rows if m["overhead_frac"] < 0.05]
+            worst = max(rows, key=lambda m: m["overhead_frac"])
             lines.append("")
-            lines.append(f"obs_stat_prob {p}, episodes of {L:,} steps: overhead under 5% in {len(ok)} of {len(rows)} "
-                         f"rows (largest {max(m['overhead_frac'] for m in rows):.1%}).")
-    lines += ["", f"In all, {len(below)} of {len(r['model'])} rows stay under the 5% target. Where they do not "
-              "(short episodes, the full space), the fixed costs are the all-to-all's R - 1 latencies, the "
-              "rows' all-gather (mostly observation sums when every pair records them) and, in full space, the "
-              "noise a rank regenerates; a smaller block (update_block_pairs) shrinks the last. Before the update was shared out, "
-              "every rank regenerated all 10,000 pairs' noise: measured here for n = 700, "
+            lines.append(f"obs_stat_prob {p}, B = {B}: overhead under 5% in {len(ok)} of {len(rows)} rows (largest "
+                         f"{worst['overhead_frac']:.1%}: n = {worst['n']:,}, R = {worst['ranks']:,}, "
+                         f"L = {worst['episode_length']:,}).")
+    lines += ["", f"In all, {len(below)} of {len(r['model'])} rows stay under the 5% target. The fixed costs are "
+              "the all-to-all's S - 1 latencies (S = min(blocks, R)), the rows' all-gather (mostly observation sums "
+              "when every pair records them) and, in full space, the noise a rank regenerates for its blocks "
+              "(numpy's PCG64 normals, one pair's at a time): a smaller block cuts the regeneration and adds "
+              "latencies, and B near sqrt(pairs x alpha / one pair's regeneration) balances the two. Before the "
+              "update was shared out, every rank regenerated all 10,000 pairs' noise: measured here for n = 700, "
               f"{r['tell_one_rank_alone_s_n700']:.2f} s a generation (one rank computing the whole update); "
-              "in full space it was 176 s (measured 2026-11-23 at commit 2a612f5, the section's previous "
-              "version)."]
+              "in full space it was 176 s (measured 2026-11-23 at commit 2a612f5). Before the all-to-all was "
+              "restricted to the ranks that own blocks, it cost R - 1 latencies (43 ms at R = 1,440) whatever B."]
     return "\n".join(lines) + "\n"
 
 

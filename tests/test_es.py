@@ -17,6 +17,7 @@ from rlsub.models import build_model
 from rlsub.subspace import SubspaceModel
 
 VENV_BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def cartpole(**overrides):
@@ -373,6 +374,35 @@ def test_openai_es_update_in_blocks_matches_the_formula():
                                       "update_block_pairs": block})
         opt.tell(4, returns)
         np.testing.assert_allclose(opt.x, expect, rtol=1e-6)
+
+
+def test_scale_model_counts_only_the_block_owners_latencies():
+    """The scale simulation's generation model, against the arithmetic written out: 10,000 pairs in
+    blocks of 12 (834 blocks) on 1,440 ranks: 834 ranks own one block each, so the all-to-all costs
+    833 latencies (not 1,439), plus the slices' bytes."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_es_scale_sim", ROOT / "scripts" / "es_scale_sim.py")
+    sim = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sim)
+    a, b = 30e-6, 1.25e9
+    row = sim.model_row(10_000, 12, 1440, 700, 100, block_s=0.004, adam_s=0.001, gathered_bytes=1e6, step_ms=0.8,
+                        alpha=a, beta=b)
+    update = 1 * 0.004 + 0.001
+    swap = 833 * a + (700 + 834 * 1) * 8 / b  # ceil(700 / 834) = 1 coordinate from each block
+    share = np.log2(1440) * a + 1439 / 1440 * 700 * 8 / b
+    rows = np.log2(1440) * a + 1439 / 1440 * 1e6 / b
+    episodes = 2 * 10_000 * 100 * 0.8e-3 / 1440
+    extra = update + swap + share + rows
+    assert row["blocks"] == 834 and row["update_s"] == pytest.approx(update)
+    assert row["update_comm_s"] == pytest.approx(swap + share) and row["allgather_s"] == pytest.approx(rows)
+    assert row["overhead_frac"] == pytest.approx(extra / (episodes + extra))
+    # more blocks than ranks: every rank owns ceil(K / R) blocks and all R take part in the all-to-all
+    row = sim.model_row(10_000, 2, 1000, 700, 100, block_s=0.001, adam_s=0.0, gathered_bytes=0, step_ms=0.8,
+                        alpha=a, beta=b)
+    assert row["update_s"] == pytest.approx(5 * 0.001)
+    assert row["update_comm_s"] == pytest.approx(999 * a + (5 * 700 + 5000 * 1) * 8 / b
+                                                 + np.log2(1000) * a + 999 / 1000 * 700 * 8 / b)
 
 
 @pytest.mark.mpi

@@ -133,14 +133,20 @@ def test_action_noise_in_chunks_is_the_step_by_step_noise():
 def _check_recorded(out: Path, key: str) -> None:
     recorded = np.load(RECORDED)
     with np.load(out / "checkpoint.npz") as ckpt:
-        assert np.array_equal(ckpt["x"], recorded[f"{key}_x"]) and np.abs(ckpt["x"]).sum() > 0
+        # The episodes must be the recorded ones exactly (step counts and observation sums, bit for
+        # bit). theta_d too, up to the last bits of its float64 update: the update's matrix-vector
+        # product goes through OpenBLAS, which picks its kernel by CPU (recorded with the SkylakeX
+        # kernel; AMD EPYC machines take the Haswell one and differ by 2e-16 relative). Any change of
+        # an episode moves the ranks and theta_d by far more than this tolerance.
         assert int(ckpt["timesteps"]) == int(recorded[f"{key}_timesteps"])
+        np.testing.assert_allclose(ckpt["x"], recorded[f"{key}_x"], rtol=1e-12, atol=0)
+        assert np.abs(ckpt["x"]).sum() > 0
         for k in ("obs_sum", "obs_sumsq", "obs_count"):
             if f"{key}_{k}" in recorded.files:
                 assert np.array_equal(ckpt[k], recorded[f"{key}_{k}"])
 
 
-def test_humanoid_theta_d_is_bit_identical_to_the_recorded_run(tmp_path):
+def test_humanoid_run_is_the_recorded_run(tmp_path):
     """MLP numpy path, observation normalisation and sums, action noise, the pair buffers of OpenAI-ES."""
     config = trainer.resolve("configs/es/humanoid_v4.yaml",
                              {"dim": 700, "pairs": 4, "generations": 3, "seed": 1, "eval_episodes": 1})
@@ -148,7 +154,7 @@ def test_humanoid_theta_d_is_bit_identical_to_the_recorded_run(tmp_path):
     _check_recorded(tmp_path / "hum", "humanoid")
 
 
-def test_cartpole_theta_d_is_bit_identical_to_the_recorded_run(tmp_path):
+def test_cartpole_run_is_the_recorded_run(tmp_path):
     config = trainer.resolve("configs/es/cartpole.yaml", {"dim": 4, "pairs": 5, "generations": 4, "seed": 2})
     trainer.train(config, tmp_path / "cart", quiet=True)
     _check_recorded(tmp_path / "cart", "cartpole")
@@ -159,7 +165,7 @@ PONG = ["--config", "configs/es/pong.yaml", "--dim", "6000", "--pairs", "2", "--
 
 
 @pytest.mark.slow  # about 30 s: D = 1,005,974 and 12,000 Pong steps
-def test_pong_theta_d_is_bit_identical_to_the_recorded_run(tmp_path):
+def test_pong_run_is_the_recorded_run(tmp_path):
     """The folded conv policy rounds differently from the module (folded weights are rounded
     products), but over these 12,000 steps it chooses the same actions, so theta_d is the same."""
     from rlsub.cli import main

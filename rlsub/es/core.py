@@ -10,10 +10,11 @@ from __future__ import annotations
 import numpy as np
 
 
-def perturbation(seed: int, generation: int, index: int, dim: int) -> np.ndarray:
-    """eps ~ N(0, I_dim), float32, for mirrored pair ``index`` of ``generation``."""
+def perturbation(seed: int, generation: int, index: int, dim: int, out: np.ndarray | None = None) -> np.ndarray:
+    """eps ~ N(0, I_dim), float32, for mirrored pair ``index`` of ``generation`` (written into ``out``, a
+    float32 array of shape [dim], when given: the same numbers, no new array)."""
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, 1, generation, index])))
-    return rng.standard_normal(dim, dtype=np.float32)
+    return rng.standard_normal(dim, dtype=np.float32, out=out)
 
 
 def episode_seed(seed: int, kind: int, generation: int, index: int) -> int:

@@ -54,6 +54,8 @@ class OpenAIES:
         self.x = np.zeros(n)
         self._center = None
         self._pair = None
+        self._eps = None  # (float32, float64) [B, n] buffers of _block_sum
+        self._owner_comms = {}  # S -> communicator of ranks 0 .. S - 1 (see _shared_sum)
 
     @property
     def n_items(self) -> int:
@@ -80,12 +82,15 @@ class OpenAIES:
         The gradient sum_i (w+_i - w-_i) eps_i / (2 pairs) is summed block by block: block b holds
         pairs [b B, (b + 1) B) (B = ``update_block_pairs``), g_b = w_b @ eps_b, and g = g_0 + g_1 + ...
         in block order. One block (every population up to B pairs) is computed by every rank. With
-        several blocks and several ranks, rank r computes the blocks b = r, r + R, ...; the ranks
-        then swap slices (all-to-all: rank q receives every block's slice q of the coordinates),
-        each adds its slice over the blocks in block order, and an all-gather of the slices gives
-        every rank g. Every float operation is the same whatever the number of ranks (the blocks
-        do not depend on R, each coordinate is added in block order), so theta_d stays identical
-        for any R; each rank regenerates about 1 / R of the noise instead of all of it.
+        several blocks and several ranks, rank r computes the blocks b = r, r + R, ...; the S =
+        min(blocks, R) ranks that computed any (the owners, ranks 0 .. S - 1) then swap slices
+        among themselves (all-to-all: owner q receives every block's slice q of the coordinates),
+        each adds its slice over the blocks in block order, and an all-gather over all ranks of
+        the slices gives every rank g. Every float operation is the same whatever the number of
+        ranks (the blocks do not depend on R, each coordinate is added in block order), so theta_d
+        stays identical for any R; each rank regenerates about 1 / R of the noise instead of all
+        of it, and the all-to-all costs S - 1 messages a rank, not R - 1 (with more ranks than
+        blocks, the ranks that own none take no part in it).
         """
         shaped = centered_ranks(returns)
         weights = shaped[:, 0] - shaped[:, 1]
@@ -108,38 +113,59 @@ class OpenAIES:
     def _block_sum(self, generation: int, weights: np.ndarray, b: int) -> np.ndarray:
         """w_b @ eps_b over block b's pairs, [b B, min((b + 1) B, pairs))."""
         pairs = range(b * self.block, min((b + 1) * self.block, len(weights)))
-        eps = np.stack([perturbation(self.seed, generation, i, self.n) for i in pairs])
-        return weights[pairs.start:pairs.stop] @ eps.astype(np.float64)
+        # into buffers kept from block to block: at D = 166,673 a fresh [B, n] array (and its float64
+        # copy) costs more in page faults than the matrix-vector product itself
+        if self._eps is None:
+            rows = min(self.block, self.pairs)
+            self._eps = (np.empty((rows, self.n), dtype=np.float32), np.empty((rows, self.n)))
+        eps, eps64 = (a[:len(pairs)] for a in self._eps)  # the first rows: C-contiguous as a new array
+        for row, i in zip(eps, pairs):
+            perturbation(self.seed, generation, i, self.n, out=row)
+        np.copyto(eps64, eps)  # exact: every float32 is a float64
+        return weights[pairs.start:pairs.stop] @ eps64
 
     def _shared_sum(self, generation: int, weights: np.ndarray, K: int) -> np.ndarray:
         from mpi4py import MPI
 
         comm, rank, R = self.comm, self.comm.Get_rank(), self.comm.Get_size()
-        mine = list(range(rank, K, R))
-        cut = [q * self.n // R for q in range(R + 1)]  # coordinate slice q: [cut[q], cut[q + 1])
-        sums = [self._block_sum(generation, weights, b) for b in mine]
-        # send: to rank q, my blocks' slice q (in my block order)
-        send = np.concatenate([s[cut[q]:cut[q + 1]] for q in range(R) for s in sums]) if sums else np.zeros(0)
-        send_counts = [len(mine) * (cut[q + 1] - cut[q]) for q in range(R)]
-        width = cut[rank + 1] - cut[rank]
-        owned = [len(range(p, K, R)) for p in range(R)]  # how many blocks rank p computed
-        recv_counts = [owned[p] * width for p in range(R)]
-        recv = np.empty(sum(recv_counts))
-        comm.Alltoallv([send, (send_counts, _displs(send_counts)), MPI.DOUBLE],
-                       [recv, (recv_counts, _displs(recv_counts)), MPI.DOUBLE])
-        by_block = {}
-        offset = 0
-        for p in range(R):
-            for j, b in enumerate(range(p, K, R)):
-                by_block[b] = recv[offset + j * width: offset + (j + 1) * width]
-            offset += recv_counts[p]
-        part = None
-        for b in range(K):  # block order, as the single-rank sum
-            part = by_block[b].copy() if part is None else part + by_block[b]
-        grad = np.empty(self.n)
+        S = min(K, R)  # owners: ranks 0 .. S - 1 compute blocks; owner q adds coordinate slice q
+        cut = [q * self.n // S for q in range(S)] + [self.n] * (R - S + 1)  # slice q: [cut[q], cut[q + 1])
         counts = [cut[q + 1] - cut[q] for q in range(R)]
+        owners = self._owners(S)  # every rank takes part in making it (once per S)
+        part = np.zeros(0)
+        if rank < S:
+            mine = list(range(rank, K, R))
+            sums = [self._block_sum(generation, weights, b) for b in mine]
+            # send: to owner q, my blocks' slice q (in my block order)
+            send = np.concatenate([s[cut[q]:cut[q + 1]] for q in range(S) for s in sums])
+            send_counts = [len(mine) * counts[q] for q in range(S)]
+            width = counts[rank]
+            owned = [len(range(p, K, R)) for p in range(S)]  # how many blocks owner p computed
+            recv_counts = [owned[p] * width for p in range(S)]
+            recv = np.empty(sum(recv_counts))
+            owners.Alltoallv([send, (send_counts, _displs(send_counts)), MPI.DOUBLE],
+                             [recv, (recv_counts, _displs(recv_counts)), MPI.DOUBLE])
+            by_block = {}
+            offset = 0
+            for p in range(S):
+                for j, b in enumerate(range(p, K, R)):
+                    by_block[b] = recv[offset + j * width: offset + (j + 1) * width]
+                offset += recv_counts[p]
+            for b in range(K):  # block order, as the single-rank sum
+                part = by_block[b].copy() if b == 0 else part + by_block[b]
+        grad = np.empty(self.n)
         comm.Allgatherv([part, MPI.DOUBLE], [grad, (counts, _displs(counts)), MPI.DOUBLE])
         return grad
+
+    def _owners(self, S: int):
+        """The communicator of ranks 0 .. S - 1, made once per S by a split that every rank joins
+        (ranks from S on get MPI.COMM_NULL)."""
+        from mpi4py import MPI
+
+        if S not in self._owner_comms:
+            color = 0 if self.comm.Get_rank() < S else MPI.UNDEFINED
+            self._owner_comms[S] = self.comm.Split(color, self.comm.Get_rank())
+        return self._owner_comms[S]
 
     def metrics(self) -> dict:
         return {}
