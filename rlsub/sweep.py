@@ -70,11 +70,17 @@ SWEEP_DEFAULTS: dict = {
     "fixed_criterion": None,  # {key, threshold, label}: d reaching a fixed value of a summary key
                               # (e.g. the paper's "solved" test), beside the baseline-relative d_int90
     "budget_label": None,  # words the report puts before the budget (e.g. "budget-limited: ...")
+    "final_eval": None,  # {episodes, seed} (RL): a point's value is the mean return of its final policy
+                         # over this many noiseless episodes (reset seeds seed, seed + 1, ...), evaluated
+                         # once it has finished and kept in its folder (final_eval.json); the trainer's
+                         # own last evaluation stays in points.jsonl as value_training_eval
 }
 
 CROSS_CHECK_SCHEMA = {"optimizer": Str(), "max_dim": Int(min=1), "below_threshold_only": Bool(),
                       "overrides": Mapping()}
 CROSS_CHECK_DEFAULTS = {"optimizer": "cma_es", "max_dim": 16, "below_threshold_only": False, "overrides": {}}
+FINAL_EVAL_SCHEMA = {"episodes": Int(min=1), "seed": Int(min=0)}
+FINAL_EVAL_DEFAULTS = {"episodes": 50, "seed": 100_000}
 
 
 #: the type and range of every key of SWEEP_DEFAULTS (checked by rlsub.config.check)
@@ -98,6 +104,7 @@ SWEEP_SCHEMA: dict = {
     "cross_check": Mapping(null=True),  # checked against CROSS_CHECK_SCHEMA
     "fixed_criterion": Mapping(null=True),
     "budget_label": Str(null=True),
+    "final_eval": Mapping(null=True),  # checked against FINAL_EVAL_SCHEMA
 }
 
 
@@ -129,6 +136,11 @@ def resolve(path: str | Path, results_root: str | Path = "results", overrides: d
                               f"{config['trainer']!r}")
         config["cross_check"] = check(merge(CROSS_CHECK_DEFAULTS, config["cross_check"], f"{path}: cross_check"),
                                       CROSS_CHECK_SCHEMA, f"{path}: cross_check")
+    if config["final_eval"] is not None:
+        if config["trainer"] not in ("es", "dqn"):
+            raise ConfigError(f"{path}: final_eval re-evaluates RL policies; trainer is {config['trainer']!r}")
+        config["final_eval"] = check(merge(FINAL_EVAL_DEFAULTS, config["final_eval"], f"{path}: final_eval"),
+                                     FINAL_EVAL_SCHEMA, f"{path}: final_eval")
     fixed = config["fixed_criterion"]
     if fixed is not None and (not isinstance(fixed, dict) or set(fixed) - {"key", "threshold", "label"}
                               or not isinstance(fixed.get("key"), str)
@@ -196,10 +208,11 @@ def point_name(dim, seed: int, optimizer: str | None = None) -> str:
     return f"d{dim}_s{seed}" + (f"__{optimizer}" if optimizer else "")
 
 
-def _read_points(results: Path) -> list[dict]:
+def _read_points(results: Path, final_eval: dict | None = None) -> list[dict]:
     """Every finished point's summary, with its folder name (``point``) and budget (from its config);
     UserError naming the file for one that is damaged or that does not hold the point its folder is
-    named after (a copy, a duplicate)."""
+    named after (a copy, a duplicate). With ``final_eval`` ({episodes, seed}) a point's value is its
+    final policy's mean return over those episodes (:func:`final_evaluation`)."""
     rows = []
     runs = results / "runs"
     if runs.is_dir():
@@ -219,8 +232,41 @@ def _read_points(results: Path) -> list[dict]:
                                 f"add it, or move its folder away to run the point again")
             config_path = summary.parent / "config.json"
             config = json.loads(config_path.read_text()) if config_path.exists() else {}
+            if final_eval is not None:
+                fe = final_evaluation(summary.parent, final_eval)
+                row = {**row, "value_training_eval": row["value"], "value": fe["value"],
+                       "final_eval_episodes": fe["episodes"]}
             rows.append({**row, "point": summary.parent.name, **budget_of(row, config)})
     return rows
+
+
+def final_evaluation(run_dir: Path, spec: dict) -> dict:
+    """The finished run's final policy evaluated over ``spec['episodes']`` noiseless episodes (reset
+    seeds ``spec['seed'] + k``), as ``rlsub eval RUN --episodes N --seed S`` gives it. Kept in
+    ``final_eval.json`` and reused while the episodes, seed and theta_d are the same (a run that is
+    re-done gets evaluated again)."""
+    import hashlib
+
+    path = run_dir / "final_eval.json"
+    theta_hash = hashlib.sha256((run_dir / "theta_d.npy").read_bytes()).hexdigest()
+    if path.exists():
+        try:
+            kept = json.loads(path.read_text())
+        except ValueError:
+            kept = {}
+        if (kept.get("episodes"), kept.get("seed"), kept.get("theta_d_sha256")) == (
+                spec["episodes"], spec["seed"], theta_hash):
+            return kept
+    from rlsub.loading import load_run
+
+    t = time.time()
+    result = load_run(run_dir).evaluate(episodes=spec["episodes"], seed=spec["seed"])
+    kept = {"value": result["value"], "std": result["std"], "episodes": spec["episodes"], "seed": spec["seed"],
+            "returns": result["returns"], "lengths": result["lengths"], "theta_d_sha256": theta_hash,
+            "command": f"rlsub eval {run_dir} --episodes {spec['episodes']} --seed {spec['seed']}",
+            "git_commit": git_commit(), "machine": machine(), "wall_time_s": time.time() - t}
+    write_json(path, kept)
+    return kept
 
 
 def _metrics_rows(results: Path, point: str) -> list[dict]:
@@ -232,7 +278,7 @@ def _metrics_rows(results: Path, point: str) -> list[dict]:
 
 def _point_row(summary: dict) -> dict:
     keep = ("task", "trainer", "D", "d", "dim", "projection", "seed", "optimizer", "metric", "value",
-            "metric_min", "solved_value", "timesteps", "epochs", "generations", "budget", "budget_unit",
+            "value_training_eval", "final_eval_episodes", "metric_min", "solved_value", "timesteps", "epochs", "generations", "budget", "budget_unit",
             "stopped_early", "wall_time_s", "git_commit")
     return {"point": summary["point"], **{k: summary.get(k) for k in keep if k in summary}}
 
@@ -240,7 +286,7 @@ def _point_row(summary: dict) -> dict:
 def write_outputs(config: dict, command: str) -> dict:
     """Rewrite points.jsonl and summary.json from the finished points; returns the summary."""
     results = Path(config["results"])
-    points = _read_points(results)
+    points = _read_points(results, config["final_eval"])
     rows = [_point_row(p) for p in points]
     rows.sort(key=lambda r: (r["dim"] == "full", r["dim"] if r["dim"] != "full" else 0, r["seed"], r["point"]))
     atomic_write_text(results / "points.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
@@ -249,6 +295,12 @@ def write_outputs(config: dict, command: str) -> dict:
                              fixed_threshold=fixed.get("threshold"), fixed_key=fixed.get("key"))
     if fixed:
         analysis["fixed_criterion"]["label"] = fixed.get("label")
+    fe = config["final_eval"]
+    if fe is not None:
+        rule = (f"mean return of the final policy over {fe['episodes']} noiseless episodes (reset seeds "
+                f"{fe['seed']}-{fe['seed'] + fe['episodes'] - 1}; rlsub eval RUN --episodes {fe['episodes']} "
+                f"--seed {fe['seed']}; the budget curve uses the runs' own evaluations during training)")
+        analysis["value_rule"] = f"{analysis['value_rule']}, each as the {rule}" if analysis.get("value_rule") else rule
     if points:
         analysis["budget_curve"] = budget_curve(points, {p["point"]: _metrics_rows(results, p["point"]) for p in points},
                                                 config["threshold"])
@@ -257,7 +309,7 @@ def write_outputs(config: dict, command: str) -> dict:
         "sweep": config["name"], "trainer": config["trainer"], "task": first.get("task"),
         "paper_task": config["paper_task"], "D": first.get("D"), "metric": first.get("metric"),
         "mode": config["mode"], "seeds": config["seeds"], "n_points": len(points),
-        "budget_label": config["budget_label"],
+        "budget_label": config["budget_label"], "final_eval": config["final_eval"],
         "budget": {"overrides": config["overrides"], "baseline_overrides": config["baseline_overrides"],
                    "cross_check": config["cross_check"],
                    "per_point": sorted({(p.get("optimizer") or "-", p.get("budget"), p.get("budget_unit"))
@@ -382,18 +434,36 @@ def run_sweep(config: dict, command: str = "", quiet: bool = False) -> dict:
     if config["mode"] == "adaptive":
         D = json.loads((results / "runs" / point_name("full", config["baseline_seeds"][0]) / "summary.json").read_text())["D"]
         while True:
-            nxt = _adaptive_next(config, _read_points(results), D)
+            nxt = _on_rank0(comm, lambda: _adaptive_next(config, _read_points(results, config["final_eval"]), D))
             if not nxt:
                 break
             _execute(config, [(d, s, None) for d in nxt for s in config["seeds"]], comm, quiet, command)
     if config["cross_check"] is not None:
-        _execute(config, _cross_check_plan(config, _read_points(results)), comm, quiet, command)
+        plan = _on_rank0(comm, lambda: _cross_check_plan(config, _read_points(results, config["final_eval"])))
+        _execute(config, plan, comm, quiet, command)
     summary = write_outputs(config, command) if rank == 0 else None
     if comm is not None:
         summary = comm.bcast(summary, root=0)
     if not quiet and rank == 0:
         print(f"[{config['name']}] done in {time.time() - t0:.0f} s", file=sys.stderr)
     return summary
+
+
+def _on_rank0(comm, fn):
+    """fn() computed on rank 0 (it may evaluate policies and write their final_eval.json) and sent to
+    every rank."""
+    if comm is None:
+        return fn()
+    out = None
+    if comm.Get_rank() == 0:
+        try:
+            out = ("ok", fn())
+        except Exception as exc:  # raised on every rank, not only on rank 0 (the others would wait)
+            out = ("error", exc)
+    kind, value = comm.bcast(out, root=0)
+    if kind == "error":
+        raise value
+    return value
 
 
 def _cross_check_plan(config: dict, points: list[dict]) -> list[tuple]:

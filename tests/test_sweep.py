@@ -244,3 +244,73 @@ def test_sweep_prints_i_of_n_each_result_elapsed_and_eta(fake, capsys):
     assert all("elapsed 0:00:0" in ln and "ETA 0:00:00" in ln for ln in lines)
     sweep.run_sweep(config)  # finished points are reused, and said to be
     assert "(reused); elapsed" in capsys.readouterr().err
+
+
+def test_final_eval_values_points_by_their_final_policy_over_many_episodes(tmp_path, monkeypatch):
+    """final_eval: a point's value is its final policy's mean return over N noiseless episodes from
+    reset seeds S, S + 1, ...: checked against rollouts written out here (theta_D = theta_0 + P
+    theta_d through the module itself, greedy actions, gymnasium's CartPole); kept in the run's
+    folder and reused, evaluated again when theta_d changes."""
+    import gymnasium as gym
+    import numpy as np
+    import torch
+
+    from rlsub.es import trainer as es
+
+    path = tmp_path / "cp.yaml"
+    path.write_text("trainer: es\nconfig: cartpole\ndims: [2]\nseeds: [0]\nbootstrap: 0\n"
+                    "overrides: {generations: 3, pairs: 4, eval_episodes: 1, target_return: null}\n"
+                    "final_eval: {episodes: 4, seed: 7}\n")
+    config = sweep.resolve(path, results_root=tmp_path / "results")
+    sweep.run_sweep(config, quiet=True)
+    rows = {r["point"]: r for r in map(json.loads, (tmp_path / "results" / "cp" / "points.jsonl").open())}
+    assert set(rows) == {"dfull_s0", "d2_s0"}
+    rule = json.loads((tmp_path / "results" / "cp" / "summary.json").read_text())["value_rule"]
+    assert rule.startswith("mean return of the final policy over 4 noiseless episodes (reset seeds 7-10")
+    for name, row in rows.items():
+        run = tmp_path / "results" / "cp" / "runs" / name
+        summary = json.loads((run / "summary.json").read_text())
+        assert row["value_training_eval"] == summary["value"] and row["final_eval_episodes"] == 4
+        tconfig = json.loads((run / "config.json").read_text())
+        env = gym.make("CartPole-v1")
+        model, _ = es.build_policy(es.resolve(None, {k: tconfig[k] for k in ("env", "model", "model_kwargs", "dim",
+                                                                               "projection", "seed")}), env)
+        theta_D = model.theta_D(torch.from_numpy(np.load(run / "theta_d.npy")))
+        returns = []
+        for k in range(4):
+            obs, _ = env.reset(seed=7 + k)
+            total, done = 0.0, False
+            while not done:
+                with torch.no_grad():
+                    out = model.call_with(theta_D, torch.as_tensor(obs, dtype=torch.float32)[None])
+                obs, reward, terminated, truncated, _ = env.step(int(out.argmax()))
+                total, done = total + reward, terminated or truncated
+            returns.append(total)
+        assert row["value"] == pytest.approx(np.mean(returns))
+        kept = json.loads((run / "final_eval.json").read_text())
+        assert kept["returns"] == pytest.approx(returns) and kept["seed"] == 7
+    # reused while theta_d is the same ...
+    from rlsub import loading
+
+    def refuse(*_):
+        raise AssertionError("evaluated again")
+
+    monkeypatch.setattr(loading, "load_run", refuse)
+    sweep.write_outputs(config, "")
+    # ... and evaluated again when the run was re-done (another theta_d)
+    run = tmp_path / "results" / "cp" / "runs" / "d2_s0"
+    np.save(run / "theta_d.npy", np.load(run / "theta_d.npy") + np.float32(1.0))
+    with pytest.raises(AssertionError, match="evaluated again"):
+        sweep.write_outputs(config, "")
+
+
+@pytest.mark.parametrize("body, message", [
+    ("trainer: supervised\nconfig: mnist_fc\ndims: [10]\nfinal_eval: {episodes: 5}\n", "final_eval re-evaluates RL"),
+    ("trainer: es\nconfig: cartpole\ndims: [2]\nfinal_eval: {episodes: 0}\n", "episodes"),
+    ("trainer: es\nconfig: cartpole\ndims: [2]\nfinal_eval: {episode: 5}\n", "episode"),
+])
+def test_final_eval_bad_input_is_one_clear_error(tmp_path, body, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(body)
+    with pytest.raises(ConfigError, match=message):
+        sweep.resolve(path)
