@@ -148,6 +148,24 @@ class RunDir:
     def write_config(self, config: dict) -> None:
         write_json(self.path / "config.json", config)
 
+    def record_resume(self, config: dict, keys: tuple, at: int) -> list[dict]:
+        """On resume: the keys among ``keys`` (a trainer's RESUMABLE ones, its budget) whose value
+        differs from config.json are written into it, and each change is appended to its
+        ``resumed_with`` list ({key, from, to, at}: ``at`` the generation or epoch it resumed from),
+        so the record says what the run finished with. Returns the changes."""
+        path = self.path / "config.json"
+        if not path.exists():
+            return []
+        recorded = json.loads(path.read_text())
+        now = json.loads(json.dumps({k: config[k] for k in keys if k in config}))
+        changes = [{"key": k, "from": recorded.get(k), "to": v, "at": at} for k, v in now.items()
+                   if recorded.get(k) != v]
+        if changes:
+            recorded.update({c["key"]: c["to"] for c in changes})
+            recorded["resumed_with"] = recorded.get("resumed_with", []) + changes
+            write_json(path, recorded)
+        return changes
+
     @property
     def csv_path(self) -> Path:
         return self.path / "metrics.csv"

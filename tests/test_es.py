@@ -164,6 +164,11 @@ def test_resume_gives_the_same_theta_d(tmp_path):
     b = np.load(tmp_path / "b" / "theta_d.npy")
     assert np.array_equal(a, b)
     assert len((tmp_path / "b" / "metrics.jsonl").read_text().splitlines()) == 6
+    # the record holds the budget the run finished with, and the change
+    recorded = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert recorded["generations"] == 6
+    assert recorded["resumed_with"] == [{"key": "generations", "from": 3, "to": 6, "at": 3}]
+    assert json.loads((tmp_path / "b" / "summary.json").read_text())["generations_budget"] == 6
 
 
 def test_full_space_baseline_uses_identity_projection(tmp_path):

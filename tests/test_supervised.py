@@ -168,6 +168,8 @@ def test_resume_continues_exactly(tmp_path):
     assert resumed["test_accuracy"] == straight["test_accuracy"]
     assert np.array_equal(np.load(tmp_path / "a" / "theta_d.npy"), np.load(tmp_path / "b" / "theta_d.npy"))
     assert len((tmp_path / "b" / "metrics.jsonl").read_text().splitlines()) == 2
+    recorded = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert recorded["epochs"] == 2 and recorded["resumed_with"] == [{"key": "epochs", "from": 1, "to": 2, "at": 1}]
 
 
 @needs_mnist

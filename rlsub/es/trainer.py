@@ -247,6 +247,7 @@ def train(config: dict, out_dir: str | Path | None = None, resume: bool = False,
         elapsed_before = float(state["elapsed"])
         if rank == 0:
             run.truncate_metrics(start_gen, "generation")
+            run.record_resume(config, RESUMABLE, start_gen)
     elif rank == 0:
         run.write_config({**config, "D": D, "d": None if config["dim"] == "full" else n_opt,
                           "projection_kind": proj.kind, "n_ranks": size})

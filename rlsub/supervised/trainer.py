@@ -380,6 +380,7 @@ def train(config: dict, out_dir: str | Path | None = None, resume: bool = False,
     run = RunDir(out)
     if resume:
         run.truncate_metrics(start_epoch, "epoch")
+        run.record_resume(config, RESUMABLE, start_epoch)
     else:
         run.write_config({**config, "D": D, "d": d, "data_source": data.source, **shape})
     if not quiet:
