@@ -196,9 +196,13 @@ def _budget(s: dict) -> str:
     per_point = {(budget, unit) for _, budget, unit in b.get("per_point") or [] if budget}
     if b.get("timesteps_total"):
         parts.append(f"{b['timesteps_total']:,} env steps")
+    sides = {k: {tuple(x) for x in v} for k, v in (b.get("per_side") or {}).items()}
     if len(per_point) == 1:
         budget, unit = per_point.pop()
         parts.append(f"{budget:,} {unit} per run")
+    elif len(sides.get("subspace", ())) == 1 and len(sides.get("full", ())) == 1:
+        (budget, unit), (full_budget, full_unit) = sides["subspace"].pop(), sides["full"].pop()
+        parts.append(f"{budget:,} {unit} per subspace run, {full_budget:,} {full_unit} for the full-space baseline")
     elif b.get("epochs_per_point"):
         parts.append(f"{b['epochs_per_point']} epochs/run")
     parts.append(f"{b.get('wall_time_s_total', 0) / 60:.1f} min")

@@ -314,6 +314,9 @@ def write_outputs(config: dict, command: str) -> dict:
                    "cross_check": config["cross_check"],
                    "per_point": sorted({(p.get("optimizer") or "-", p.get("budget"), p.get("budget_unit"))
                                         for p in points if p.get("budget")}, key=str),
+                   "per_side": {side: sorted({(p.get("budget"), p.get("budget_unit")) for p in points
+                                              if p.get("budget") and (p.get("dim") == "full") == (side == "full")})
+                                for side in ("subspace", "full")},
                    "timesteps_total": sum(p.get("timesteps") or 0 for p in points),
                    "epochs_per_point": first.get("epochs"),
                    "wall_time_s_total": sum(p.get("wall_time_s") or 0 for p in points)},

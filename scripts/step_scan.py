@@ -1,8 +1,8 @@
 """Compare runs of a step-size (or any) scan at a common step budget, from their metrics.jsonl only.
 
-Usage: python scripts/step_scan.py RUN_DIR [RUN_DIR ...] --budget STEPS [--key lr]
+Usage: python scripts/step_scan.py RUN_DIR [RUN_DIR ...] --budget STEPS [--key lr [--key sigma ...]]
 
-For each run: the config value ``--key``, the evaluations (``eval_return``) logged up to ``--budget``
+For each run: the config values named by ``--key`` (repeatable; default lr), the evaluations (``eval_return``) logged up to ``--budget``
 environment steps, their mean over the second half of that budget (the rule the Humanoid baseline's
 step size was chosen by: later evaluations, several of them, not one noisy maximum) and the last one.
 Prints a Markdown table.
@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 
 
-def scan_row(run: Path, budget: int, key: str) -> dict:
+def scan_row(run: Path, budget: int, keys: list[str]) -> dict:
     config = json.loads((run / "config.json").read_text())
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
     evals = [(r["timesteps"], r["eval_return"]) for r in rows if "eval_return" in r and r["timesteps"] <= budget]
     half = [v for t, v in evals if t > budget / 2]
-    return {"run": run.name, key: config.get(key), "evaluations": len(evals),
+    return {"run": run.name, **{k: config.get(k) for k in keys}, "evaluations": len(evals),
             "second_half_mean": float(np.mean(half)) if half else None,
             "last": evals[-1][1] if evals else None, "last_at": evals[-1][0] if evals else None}
 
@@ -31,14 +31,16 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", type=Path)
     p.add_argument("--budget", type=int, required=True)
-    p.add_argument("--key", default="lr")
+    p.add_argument("--key", action="append", help="config value to show (repeatable; default lr)")
     args = p.parse_args()
-    print(f"| run | {args.key} | evaluations up to {args.budget:,} steps | mean over the second half | last (at steps) |")
-    print("|---|---|---|---|---|")
+    keys = args.key or ["lr"]
+    print(f"| run | {' | '.join(keys)} | evaluations up to {args.budget:,} steps | mean over the second half | last (at steps) |")
+    print("|---" * (len(keys) + 4) + "|")
     for run in args.runs:
-        r = scan_row(run, args.budget, args.key)
+        r = scan_row(run, args.budget, keys)
         mean = "-" if r["second_half_mean"] is None else f"{r['second_half_mean']:.1f}"
-        print(f"| {r['run']} | {r[args.key]} | {r['evaluations']} | {mean} | {r['last']:.1f} ({r['last_at']:,}) |")
+        values = " | ".join(str(r[k]) for k in keys)
+        print(f"| {r['run']} | {values} | {r['evaluations']} | {mean} | {r['last']:.1f} ({r['last_at']:,}) |")
 
 
 if __name__ == "__main__":

@@ -410,6 +410,33 @@ def test_scale_model_counts_only_the_block_owners_latencies():
                                                  + np.log2(1000) * a + 999 / 1000 * 700 * 8 / b)
 
 
+def test_step_scan_means_the_evaluations_in_the_second_half_of_the_budget(tmp_path, capsys):
+    """scripts/step_scan.py, the rule the Humanoid baseline's settings were chosen by: the mean of
+    the evaluations logged after budget / 2 and up to the budget (later ones ignored), by hand."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_step_scan", ROOT / "scripts" / "step_scan.py")
+    scan = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(scan)
+    run = tmp_path / "a"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"lr": 0.003, "sigma": 0.01}))
+    rows = [{"generation": 0, "timesteps": 100}, {"timesteps": 400, "eval_return": 10.0},
+            {"timesteps": 600, "eval_return": 30.0}, {"timesteps": 900, "return_mean": 5.0},
+            {"timesteps": 1000, "eval_return": 50.0}, {"timesteps": 1200, "eval_return": 999.0}]
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    r = scan.scan_row(run, 1000, ["lr", "sigma"])
+    assert r["evaluations"] == 3 and r["second_half_mean"] == pytest.approx(40.0)
+    assert (r["lr"], r["sigma"], r["last"], r["last_at"]) == (0.003, 0.01, 50.0, 1000)
+    sys_argv = sys.argv
+    try:
+        sys.argv = ["step_scan.py", str(run), "--budget", "1000", "--key", "lr", "--key", "sigma"]
+        scan.main()
+    finally:
+        sys.argv = sys_argv
+    assert "| a | 0.003 | 0.01 | 3 | 40.0 | 50.0 (1,000) |" in capsys.readouterr().out
+
+
 @pytest.mark.mpi
 def test_mpi_update_shared_over_ranks_gives_the_same_theta_d_for_1_2_and_3_ranks(tmp_path):
     """Above one block, the ranks share the update's noise sums (all-to-all + all-gather): theta_d

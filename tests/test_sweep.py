@@ -176,6 +176,42 @@ def test_budget_label_heads_the_report_budget(fake):
         sweep.resolve(write_sweep(fake, budget_label=5))
 
 
+def test_report_budget_names_a_baseline_budget_that_differs_from_the_subspace_points():
+    """A sweep whose baseline runs longer than its subspace points (Humanoid: 6M vs 2M steps) says
+    both; one budget for all points reads as one."""
+    from rlsub.report import _budget
+
+    points = [{"dim": d, "budget": 2_000_000 if d != "full" else 6_000_000, "budget_unit": "environment steps",
+               "timesteps": 10} for d in (100, 700, "full")]
+    side = {s: sorted({(p["budget"], p["budget_unit"]) for p in points if (p["dim"] == "full") == (s == "full")})
+            for s in ("subspace", "full")}
+    summary = {"n_points": 3, "seeds": [0], "budget": {
+        "per_point": [["-", 2_000_000, "environment steps"], ["-", 6_000_000, "environment steps"]],
+        "per_side": json.loads(json.dumps(side)), "timesteps_total": 30, "wall_time_s_total": 60}}
+    assert _budget(summary) == ("3 runs, 1 seeds, 30 env steps, 2,000,000 environment steps per subspace run, "
+                                "6,000,000 environment steps for the full-space baseline, 1.0 min")
+    summary["budget"]["per_point"] = [["-", 2_000_000, "environment steps"]]
+    assert _budget(summary) == "3 runs, 1 seeds, 30 env steps, 2,000,000 environment steps per run, 1.0 min"
+
+
+def test_sweep_summary_keeps_the_budget_of_each_side(fake, monkeypatch):
+    """summary.json's budget.per_side: the subspace points' budgets and the baseline's, apart."""
+    real = sweep._read_points
+
+    def with_budgets(results, final_eval=None):
+        rows = real(results, final_eval)
+        for r in rows:
+            r.update(budget=600 if r["dim"] == "full" else 200, budget_unit="epochs")
+        return rows
+
+    monkeypatch.setattr(sweep, "_read_points", with_budgets)
+    config = sweep.resolve(write_sweep(fake, dims=[10, 50], seeds=[0]), fake / "results")
+    summary = sweep.run_sweep(config, quiet=True)
+    assert summary["budget"]["per_side"] == {"subspace": [(200, "epochs")], "full": [(600, "epochs")]}
+    saved = json.loads((fake / "results" / "fake_sweep" / "summary.json").read_text())
+    assert saved["budget"]["per_side"] == {"subspace": [[200, "epochs"]], "full": [[600, "epochs"]]}
+
+
 def cp_row(text):
     return next(line for line in text.splitlines() if line.startswith("| CartPole, ES"))
 
