@@ -583,5 +583,8 @@ def format_result(summary: dict) -> str:
         top = max((c["dim"] for c in summary["curve"]), default=None)
         return f"{head}; d_int90 not reached up to d = {top}"
     boot = summary.get("bootstrap") or {}
-    unc = f" [bootstrap 16-84%: {boot['p16']:.3g}-{boot['p84']:.3g}]" if boot.get("p16") is not None else ""
+    unc = ""
+    if boot.get("p16") is not None:  # p84 is None when over 16% of the resamples reach no d of the grid
+        hi = f"{boot['p84']:.3g}" if boot.get("p84") is not None else f"> {boot.get('censored_above')}"
+        unc = f" [bootstrap 16-84%: {boot['p16']:.3g} to {hi}]"
     return f"{head}; d_int90 = {summary['d_int90']} (interpolated {summary['d_int90_interp']:.3g}){unc}"

@@ -159,7 +159,10 @@ def run_worker(spec: dict) -> dict:
     if not env.get("RLSUB_DATA") and (ROOT.parent / "shared" / "data").is_dir():
         env["RLSUB_DATA"] = str(ROOT.parent / "shared" / "data")  # the project's shared data folder
     out = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True,
-                         text=True, check=True, env=env)
+                         text=True, env=env)
+    if out.returncode != 0:  # say why: the worker's own error, not only its exit status
+        tail = "\n".join(out.stderr.strip().splitlines()[-15:])
+        raise SystemExit(f"bench worker {spec} failed with exit status {out.returncode}:\n{tail}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -212,6 +212,18 @@ def test_sweep_summary_keeps_the_budget_of_each_side(fake, monkeypatch):
     assert saved["budget"]["per_side"] == {"subspace": [[200, "epochs"]], "full": [[600, "epochs"]]}
 
 
+def test_result_line_says_when_the_upper_bootstrap_percentile_lies_above_the_grid():
+    """Over 16% of resamples reaching no d of the grid leaves p84 undefined (None): the terminal line
+    says "> top d" instead of failing to format it."""
+    summary = {"sweep": "h", "baseline": {"mean": 705.6, "std": 44.7, "n": 2}, "threshold": 635.0, "reached": True,
+               "d_int90": 2000, "d_int90_interp": 1553.0,
+               "bootstrap": {"p16": 1130.7, "p84": None, "censored_above": 7000}}
+    assert sweep.format_result(summary) == ("h: baseline 706 +- 45 (n=2), threshold 635; d_int90 = 2000 "
+                                            "(interpolated 1.55e+03) [bootstrap 16-84%: 1.13e+03 to > 7000]")
+    summary["bootstrap"]["p84"] = 3000.0
+    assert sweep.format_result(summary).endswith("[bootstrap 16-84%: 1.13e+03 to 3e+03]")
+
+
 def cp_row(text):
     return next(line for line in text.splitlines() if line.startswith("| CartPole, ES"))
 
