@@ -502,7 +502,11 @@ def _baseline_curve(s: dict) -> list[tuple[float, float]]:
 
 
 def _baseline_budget(s: dict) -> dict:
-    """The budget of the sweep's baseline runs: that of its own optimizer, not the cross-check's."""
+    """The budget of the sweep's baseline runs: that of its own optimizer, not the cross-check's, and the
+    full-space runs' own where it differs from the subspace points' (a baseline given a longer budget)."""
+    full = ((s.get("budget") or {}).get("per_side") or {}).get("full") or []
+    if len(full) == 1:
+        return {"budget": full[0][0], "unit": full[0][1]}
     budgets = (s.get("budget_curve") or {}).get("budgets") or []
     cross = ((s.get("budget") or {}).get("cross_check") or {}).get("optimizer")
     own = [b for b in budgets if b.get("optimizer") != cross]

@@ -416,6 +416,11 @@ def test_report_baseline_section_reads_the_baseline_at_quarters_of_its_own_budge
     # last quarter: (0.95 - 0.9) / (0.95 - 0.1) = 5.9%; the budget is the sweep's own optimizer's (200)
     assert rows == ["| toy_task | test_accuracy | 200 generations | 0.5 | 0.8 | 0.9 | 0.95 | +5.9% |"]
     assert not any(line.startswith("| no_curve") for line in lines)
+    # a baseline run longer than the subspace points (summary budget.per_side): its own budget
+    longer = {**sweep, "budget": {**sweep["budget"], "per_side": {"subspace": [[200, "generations"]],
+                                                                   "full": [[600, "generations"]]}}}
+    rows = [line for line in baseline_section({"toy_task": longer}) if line.startswith("| toy_task")]
+    assert rows[0].startswith("| toy_task | test_accuracy | 600 generations |")
     path = plot_baselines({"toy_task": sweep}, tmp_path)
     assert path is not None and path.stat().st_size > 0
     assert baseline_section({}) == [] and plot_baselines({}, tmp_path) is None
