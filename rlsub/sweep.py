@@ -585,6 +585,6 @@ def format_result(summary: dict) -> str:
     boot = summary.get("bootstrap") or {}
     unc = ""
     if boot.get("p16") is not None:  # p84 is None when over 16% of the resamples reach no d of the grid
-        hi = f"{boot['p84']:.3g}" if boot.get("p84") is not None else f"> {boot.get('censored_above')}"
-        unc = f" [bootstrap 16-84%: {boot['p16']:.3g} to {hi}]"
+        hi = f"-{boot['p84']:.3g}" if boot.get("p84") is not None else f" to > {boot.get('censored_above')}"
+        unc = f" [bootstrap 16-84%: {boot['p16']:.3g}{hi}]"
     return f"{head}; d_int90 = {summary['d_int90']} (interpolated {summary['d_int90_interp']:.3g}){unc}"

@@ -221,7 +221,7 @@ def test_result_line_says_when_the_upper_bootstrap_percentile_lies_above_the_gri
     assert sweep.format_result(summary) == ("h: baseline 706 +- 45 (n=2), threshold 635; d_int90 = 2000 "
                                             "(interpolated 1.55e+03) [bootstrap 16-84%: 1.13e+03 to > 7000]")
     summary["bootstrap"]["p84"] = 3000.0
-    assert sweep.format_result(summary).endswith("[bootstrap 16-84%: 1.13e+03 to 3e+03]")
+    assert sweep.format_result(summary).endswith("[bootstrap 16-84%: 1.13e+03-3e+03]")
 
 
 def cp_row(text):
