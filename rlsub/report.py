@@ -406,6 +406,10 @@ def plot_budget(sweeps: dict[str, dict], out_dir: Path):
             continue
         budgets = (s.get("budget_curve") or {}).get("budgets") or []
         unit = ", ".join(f"{_fmt(b['budget'])} {b['unit']}" for b in budgets[:2])
+        sides = (s.get("budget") or {}).get("per_side") or {}
+        if len(sides.get("subspace") or []) == 1 and len(sides.get("full") or []) == 1 and sides["subspace"] != sides["full"]:
+            (sub, sub_unit), (full, _) = sides["subspace"][0], sides["full"][0]
+            unit = f"{_fmt(sub)} {sub_unit}; baseline {_fmt(full)}"
         # dashed after the first ten lines: matplotlib's colour cycle repeats from the eleventh
         ax.plot(xs, ys, marker=".", ls="-" if drawn < 10 else "--",
                 label=f"{PAPER.get(key, {}).get('task', key)} (100% = {unit})")
@@ -578,7 +582,8 @@ def _panels(n: int, height: float):
 
 
 def _save(fig, path: Path) -> Path:
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110))
+    # bbox_inches="tight": legends placed outside the axes stay in the image
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight"))
     return path
 
 
