@@ -196,13 +196,12 @@ def _budget(s: dict) -> str:
     per_point = {(budget, unit) for _, budget, unit in b.get("per_point") or [] if budget}
     if b.get("timesteps_total"):
         parts.append(f"{b['timesteps_total']:,} env steps")
-    sides = {k: {tuple(x) for x in v} for k, v in (b.get("per_side") or {}).items()}
+    sub, full = _side_budget(s, "subspace"), _side_budget(s, "full")
     if len(per_point) == 1:
         budget, unit = per_point.pop()
         parts.append(f"{budget:,} {unit} per run")
-    elif len(sides.get("subspace", ())) == 1 and len(sides.get("full", ())) == 1:
-        (budget, unit), (full_budget, full_unit) = sides["subspace"].pop(), sides["full"].pop()
-        parts.append(f"{budget:,} {unit} per subspace run, {full_budget:,} {full_unit} for the full-space baseline")
+    elif sub and full:
+        parts.append(f"{sub[0]:,} {sub[1]} per subspace run, {full[0]:,} {full[1]} for the full-space baseline")
     elif b.get("epochs_per_point"):
         parts.append(f"{b['epochs_per_point']} epochs/run")
     parts.append(f"{b.get('wall_time_s_total', 0) / 60:.1f} min")
@@ -406,10 +405,9 @@ def plot_budget(sweeps: dict[str, dict], out_dir: Path):
             continue
         budgets = (s.get("budget_curve") or {}).get("budgets") or []
         unit = ", ".join(f"{_fmt(b['budget'])} {b['unit']}" for b in budgets[:2])
-        sides = (s.get("budget") or {}).get("per_side") or {}
-        if len(sides.get("subspace") or []) == 1 and len(sides.get("full") or []) == 1 and sides["subspace"] != sides["full"]:
-            (sub, sub_unit), (full, _) = sides["subspace"][0], sides["full"][0]
-            unit = f"{_fmt(sub)} {sub_unit}; baseline {_fmt(full)}"
+        sub, full = _side_budget(s, "subspace"), _side_budget(s, "full")
+        if sub and full and sub != full:
+            unit = f"{_fmt(sub[0])} {sub[1]}; baseline {_fmt(full[0])}"
         # dashed after the first ten lines: matplotlib's colour cycle repeats from the eleventh
         ax.plot(xs, ys, marker=".", ls="-" if drawn < 10 else "--",
                 label=f"{PAPER.get(key, {}).get('task', key)} (100% = {unit})")
@@ -505,12 +503,19 @@ def _baseline_curve(s: dict) -> list[tuple[float, float]]:
     return [(c["fraction"], c["baseline"]) for c in fr if c.get("baseline") is not None]
 
 
+def _side_budget(s: dict, side: str) -> tuple | None:
+    """(budget, unit) shared by all of a sweep's ``side`` ("subspace" or "full") points, or None when
+    they have none or several (summary budget.per_side)."""
+    found = ((s.get("budget") or {}).get("per_side") or {}).get(side) or []
+    return tuple(found[0]) if len(found) == 1 else None
+
+
 def _baseline_budget(s: dict) -> dict:
     """The budget of the sweep's baseline runs: that of its own optimizer, not the cross-check's, and the
     full-space runs' own where it differs from the subspace points' (a baseline given a longer budget)."""
-    full = ((s.get("budget") or {}).get("per_side") or {}).get("full") or []
-    if len(full) == 1:
-        return {"budget": full[0][0], "unit": full[0][1]}
+    full = _side_budget(s, "full")
+    if full:
+        return {"budget": full[0], "unit": full[1]}
     budgets = (s.get("budget_curve") or {}).get("budgets") or []
     cross = ((s.get("budget") or {}).get("cross_check") or {}).get("optimizer")
     own = [b for b in budgets if b.get("optimizer") != cross]

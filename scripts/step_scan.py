@@ -2,8 +2,8 @@
 
 Usage: python scripts/step_scan.py RUN_DIR [RUN_DIR ...] --budget STEPS [--key lr [--key sigma ...]]
 
-For each run: the config values named by ``--key`` (repeatable; default lr), the evaluations (``eval_return``) logged up to ``--budget``
-environment steps, their mean over the second half of that budget (the rule the Humanoid baseline's
+For each run: the config values named by ``--key`` (repeatable; default lr), the evaluations
+(``eval_return``) logged up to ``--budget`` environment steps, their mean over the second half of that budget (the rule the Humanoid baseline's
 step size was chosen by: later evaluations, several of them, not one noisy maximum) and the last one.
 Prints a Markdown table.
 """
