@@ -10,4 +10,4 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q "torch==2.13.0"
 .venv/bin/python -m pip install -q -e ".[dev]"
-.venv/bin/python -c "import rlsub, rlsub._fwht; print('rlsub', rlsub.__version__, 'installed in .venv')"
+.venv/bin/python -c "import rlsub, rlsub._fwht, rlsub._step; print('rlsub', rlsub.__version__, 'installed in .venv')"

@@ -183,3 +183,117 @@ def test_mpi_pong_theta_d_is_the_recorded_one_for_2_and_3_ranks(n, tmp_path):
                           cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     _check_recorded(tmp_path / "pong", "pong")
+
+
+# --- rlsub._step: each C helper against the numpy operations it replaces, bit for bit ----------------
+
+def _bits(a: np.ndarray) -> np.ndarray:
+    return a.view(np.uint32 if a.dtype == np.float32 else np.uint64)
+
+
+def test_step_obs_norm_is_numpys_normalisation_bit_for_bit():
+    from rlsub import _step
+
+    rng = np.random.default_rng(10)
+    n = 1001
+    mean = (rng.standard_normal(n) * 3).astype(np.float32)
+    std = rng.uniform(1e-3, 4.0, n).astype(np.float32)
+    for obs in (rng.standard_normal(n) * 8, (rng.standard_normal(n) * 8).astype(np.float32)):
+        obs[:3] = [np.nan, np.inf, -np.inf]  # NaN stays NaN, infinities clip to +-5
+        expect = np.subtract(obs, mean, dtype=np.float32)
+        expect /= std
+        expect = np.maximum(np.minimum(expect, 5.0), -5.0)
+        got = np.full(n, 7.0, dtype=np.float32)
+        _step.obs_norm(got, obs, mean, std, 5.0)
+        assert np.isnan(got[0]) and got[1] == 5.0 and got[2] == -5.0
+        assert np.array_equal(_bits(got[1:]), _bits(expect[1:]))
+        assert np.abs(got[3:]).max() == 5.0 and (np.abs(got[3:]) < 5.0).sum() > n // 4  # both regimes occur
+
+
+def test_step_accumulate_finish_and_pair_are_numpys_operations_bit_for_bit():
+    from rlsub import _step
+
+    rng = np.random.default_rng(11)
+    n = 377
+    s0, q0 = rng.standard_normal(n) * 1e3, rng.random(n) * 1e6
+    for obs in (rng.standard_normal(n) * 7, (rng.standard_normal(n) * 7).astype(np.float32)):
+        s, q = s0.copy(), q0.copy()
+        _step.accumulate(s, q, obs)
+        o = obs.astype(np.float64)
+        assert np.array_equal(_bits(s), _bits(s0 + o)) and np.array_equal(_bits(q), _bits(q0 + o * o))
+
+    out0 = (rng.standard_normal(n) * 2).astype(np.float32)
+    bias, noise = rng.standard_normal((2, n)).astype(np.float32)
+    low = -rng.uniform(0.1, 1.0, n).astype(np.float32)
+    high = rng.uniform(0.1, 1.0, n).astype(np.float32)
+    for z in (noise, None):
+        expect = out0 + bias
+        if z is not None:
+            expect += z
+        expect = np.maximum(np.minimum(expect, high), low)
+        got = out0.copy()
+        _step.finish(got, bias, z, low, high)
+        assert np.array_equal(_bits(got), _bits(expect))
+        assert (got == high).any() and (got == low).any() and ((got > low) & (got < high)).any()
+
+    center, delta0 = rng.standard_normal((2, 5000)).astype(np.float32)
+    sigma = 0.02
+    delta, plus, minus = delta0.copy(), np.empty_like(center), np.empty_like(center)
+    _step.pair(plus, minus, center, delta, sigma)
+    expect = delta0 * sigma  # float32 times a Python float: float32 arithmetic
+    assert np.array_equal(_bits(delta), _bits(expect))
+    assert np.array_equal(_bits(plus), _bits(center + expect))
+    assert np.array_equal(_bits(minus), _bits(center - expect))
+
+
+def test_step_refuses_other_dtypes_lengths_and_strides():
+    from rlsub import _step
+
+    f32 = np.zeros(4, dtype=np.float32)
+    with pytest.raises(ValueError, match="expected 4"):
+        _step.obs_norm(f32, np.zeros(5), f32, f32 + 1, 5.0)
+    with pytest.raises(ValueError, match="format"):
+        _step.obs_norm(f32, np.zeros(4, dtype=np.int64), f32, f32 + 1, 5.0)
+    with pytest.raises(ValueError, match="float64"):
+        _step.accumulate(np.zeros(4, dtype=np.float32), np.zeros(4), np.zeros(4))
+    with pytest.raises(ValueError, match="contiguous"):
+        _step.finish(np.zeros(8, dtype=np.float32)[::2], f32, None, f32, f32)
+    with pytest.raises(ValueError, match="expected 4"):
+        _step.pair(f32.copy(), f32.copy(), np.zeros(3, dtype=np.float32), f32.copy(), 0.1)
+
+
+def _numpy_act(actor: Actor, theta: np.ndarray, stats, obs: np.ndarray, noise_row) -> np.ndarray:
+    """The MLP actor's action as plain numpy computes it: normalise, layers, noise, clip."""
+    x = np.subtract(obs, stats.mean.astype(np.float32), dtype=np.float32)
+    x /= stats.std.astype(np.float32)
+    x = np.maximum(np.minimum(x, 5.0), -5.0)
+    h = x
+    for fn, a, b, c, shape in actor._plan:
+        h = theta[a:b].reshape(shape) @ h + theta[b:c] if fn == "linear" else fn(h, out=h.copy())
+    h = h + noise_row
+    return np.maximum(np.minimum(h, actor.high), actor.low)
+
+
+def test_mlp_actor_with_the_c_helpers_acts_as_numpy_bit_for_bit():
+    from rlsub.es.core import ObsStats
+
+    net = build_model("mlp", seed=0, in_dim=9, out_dim=4, hidden=[16, 16], activation="tanh")
+    model = SubspaceModel(net, 6, projection="dense", seed=1)
+    model.set_flat(np.random.default_rng(12).standard_normal(6) * 2)
+    box = spaces.Box(-0.4, 0.4, (4,), dtype=np.float32)
+    actor = Actor(model, box)
+    rng = np.random.default_rng(13)
+    stats = ObsStats((9,))
+    data = rng.standard_normal((50, 9)) * 3 + 1
+    stats.add(data.sum(0), (data * data).sum(0), len(data))
+    theta = model.theta_D().detach().numpy()
+    actor.set_params(theta, stats)
+    assert actor._finish_now  # the C path is the one under test
+    noise, twin = ActionNoise(14, 0.3), ActionNoise(14, 0.3)
+    actions = []
+    for obs in rng.standard_normal((30, 9)) * 5:
+        actions.append(actor.act(obs, noise).copy())
+        expect = _numpy_act(actor, theta, stats, obs, twin.next((4,)))
+        assert expect.dtype == np.float32 and np.array_equal(_bits(actions[-1]), _bits(expect))
+    actions = np.abs(np.array(actions))
+    assert (actions == np.float32(0.4)).any() and (actions < 0.4).any()  # clipped and unclipped actions

@@ -9,12 +9,36 @@ from __future__ import annotations
 
 import numpy as np
 
+try:  # C helpers built by `pip install -e .` (bit-identical to the numpy they replace)
+    from rlsub import _step
+except ImportError:  # pragma: no cover - exercised only on a broken install
+    _step = None
+
+#: what the C helpers refuse (another dtype, a non-contiguous array, a length that differs): the
+#: numpy operations then run instead, and raise their own error if the input is wrong for them too
+NOT_FAST = (TypeError, ValueError, BufferError)
+
 
 def perturbation(seed: int, generation: int, index: int, dim: int, out: np.ndarray | None = None) -> np.ndarray:
     """eps ~ N(0, I_dim), float32, for mirrored pair ``index`` of ``generation`` (written into ``out``, a
     float32 array of shape [dim], when given: the same numbers, no new array)."""
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, 1, generation, index])))
     return rng.standard_normal(dim, dtype=np.float32, out=out)
+
+
+def pair_into(plus: np.ndarray, minus: np.ndarray, center: np.ndarray, delta: np.ndarray, sigma: float) -> None:
+    """A mirrored pair's parameters: delta *= sigma (float32 times a Python float: float32
+    arithmetic, as sigma * delta), plus = center + delta, minus = center - delta. One pass over the D
+    floats in C instead of three in numpy, with the same roundings."""
+    if _step is not None:
+        try:
+            _step.pair(plus, minus, center, delta, sigma)
+            return
+        except NOT_FAST:
+            pass
+    delta *= sigma
+    np.add(center, delta, out=plus)
+    np.subtract(center, delta, out=minus)
 
 
 def episode_seed(seed: int, kind: int, generation: int, index: int) -> int:

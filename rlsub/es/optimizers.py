@@ -29,7 +29,7 @@ from collections.abc import Callable
 import numpy as np
 
 from rlsub.config import ConfigError
-from rlsub.es.core import Adam, centered_ranks, mirrored_gradient, perturbation
+from rlsub.es.core import Adam, centered_ranks, mirrored_gradient, pair_into, perturbation
 
 #: (theta_D, environment seed index, action-noise seed index) of one episode
 Candidate = tuple[np.ndarray, int, int]
@@ -70,10 +70,8 @@ class OpenAIES:
         """The pair's two theta_D, written into two buffers reused from pair to pair (valid until
         the next call), so no D-sized arrays are allocated per pair."""
         delta = project(perturbation(self.seed, generation, k, self.n))  # one projection per pair
-        delta *= self.sigma  # float32 times a Python float: float32 arithmetic, as sigma * delta
         plus, minus = self._pair
-        np.add(self._center, delta, out=plus)
-        np.subtract(self._center, delta, out=minus)
+        pair_into(plus, minus, self._center, delta, self.sigma)
         return [(plus, k, 2 * k), (minus, k, 2 * k + 1)]
 
     def tell(self, generation: int, returns: np.ndarray) -> None:

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from rlsub.config import (
     Bool,
@@ -208,6 +209,14 @@ def train(config: dict, out_dir: str | Path | None = None, resume: bool = False,
           comm=None) -> dict:
     """Run ES with ``config`` (from :func:`resolve`) on the ranks of ``comm`` (default: all of
     them); returns the summary written to ``out_dir``."""
+    # One process per core: numpy's BLAS (OpenBLAS) would otherwise start a thread per core in every
+    # rank for its larger products (the Atari policy's 3,872 x 256 layer), ranks x cores threads on
+    # the cores; the limit is lifted again when training returns.
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _train(config, out_dir, resume, quiet, comm)
+
+
+def _train(config: dict, out_dir: str | Path | None, resume: bool, quiet: bool, comm) -> dict:
     comm = comm or _comm()
     rank, size = comm.Get_rank(), comm.Get_size()
     torch.set_num_threads(1)  # one process per core; also keeps float reductions rank-count independent
