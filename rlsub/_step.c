@@ -23,9 +23,14 @@ static int get(PyObject *obj, Py_buffer *view, int writable, char fmt, Py_ssize_
     if (f[0] == '<' || f[0] == '=' || f[0] == '@') f++;
     int ok = (f[0] == 'f' || f[0] == 'd') && f[1] == '\0' && (fmt == 0 || f[0] == fmt);
     if (!ok || (n >= 0 && view->len / view->itemsize != n)) {
-        PyErr_Format(PyExc_ValueError, "%s: expected %zd %s values, got %zd of format '%s'", name,
-                     n, fmt == 'd' ? "float64" : (fmt == 'f' ? "float32" : "float32 or float64"),
-                     view->len / (view->itemsize ? view->itemsize : 1), view->format ? view->format : "B");
+        const char *want = fmt == 'd' ? "float64" : (fmt == 'f' ? "float32" : "float32 or float64");
+        Py_ssize_t got = view->len / (view->itemsize ? view->itemsize : 1);
+        if (n >= 0)
+            PyErr_Format(PyExc_ValueError, "%s: expected %zd %s values, got %zd of format '%s'", name, n, want, got,
+                         view->format ? view->format : "B");
+        else
+            PyErr_Format(PyExc_ValueError, "%s: expected %s values, got format '%s'", name, want,
+                         view->format ? view->format : "B");
         PyBuffer_Release(view);
         return -1;
     }
