@@ -134,9 +134,9 @@ def _commit(code: Path) -> str:
         if rev.returncode:
             return "unknown"
         # '+dirty' when the code differs from the commit (results written meanwhile, e.g. by a sweep, do not count)
-        code = ["--", "rlsub", "scripts", "configs", "setup.py", "pyproject.toml"]
-        return rev.stdout.strip() + ("+dirty" if git("status", "--porcelain", "--untracked-files=no", *code).stdout.strip()
-                                     else "")
+        sources = ["--", "rlsub", "scripts", "configs", "setup.py", "pyproject.toml"]
+        changed = git("status", "--porcelain", "--untracked-files=no", *sources).stdout.strip()
+        return rev.stdout.strip() + ("+dirty" if changed else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
