@@ -44,7 +44,7 @@ from rlsub.config import (
     resolve_config,
 )
 from rlsub.errors import UserError
-from rlsub.rundir import check_writable, git_commit, machine, write_json
+from rlsub.rundir import RunDir, check_writable, git_commit, machine, write_json
 from rlsub.subspace import atomic_write_text
 from rlsub.trainers import get_trainer
 
@@ -338,17 +338,29 @@ def _run_point(config: dict, point: tuple, quiet: bool, comm=None) -> dict:
     tconfig = _point_config(config, dim, seed, optimizer)
     run_dir = Path(config["results"]) / "runs" / point_name(dim, seed, optimizer)
     done = run_dir / "summary.json"
+    defaults = getattr(trainer, "DEFAULTS", {})
+    rank0 = comm is None or comm.Get_rank() == 0
+    grown = _grown_budget(run_dir, tconfig, trainer)
     if done.exists():
-        _check_same_config(run_dir, tconfig, getattr(trainer, "DEFAULTS", {}))
+        _check_same_config(run_dir, tconfig, defaults, allow=grown)
         try:
-            return json.loads(done.read_text())
+            summary = json.loads(done.read_text())
         except ValueError as exc:
             raise UserError(f"{done} is damaged ({exc}); move its folder away to run the point again") from None
-    rank0 = comm is None or comm.Get_rank() == 0
+        if not grown:
+            return summary
+        if summary.get("stopped_early"):
+            # it reached its target before its budget ran out, so a larger budget ends it at the same
+            # place: the record takes the new budget, nothing runs
+            if rank0:
+                RunDir(run_dir).record_resume(tconfig, tuple(grown), summary.get("generations", summary.get("epochs")))
+            if comm is not None:
+                comm.Barrier()
+            return summary
     checkpoint = getattr(trainer, "CHECKPOINT", None)
     resume = bool(checkpoint) and (run_dir / checkpoint).exists() and (run_dir / "config.json").exists()
-    if resume:  # a point stopped half-way continues from its last checkpoint, if it ran this config
-        _check_same_config(run_dir, tconfig, getattr(trainer, "DEFAULTS", {}))
+    if resume:  # a point stopped half-way (or given a larger budget) continues from its last checkpoint
+        _check_same_config(run_dir, tconfig, defaults, allow=grown)
     elif rank0 and run_dir.exists():  # one with nothing to continue from starts again from scratch
         shutil.rmtree(run_dir)
     if comm is not None:
@@ -361,15 +373,39 @@ def _run_point(config: dict, point: tuple, quiet: bool, comm=None) -> dict:
     if resume:
         kwargs["resume"] = True
         if not quiet and rank0:
-            print(f"[{config['name']}] ... continuing from {run_dir / checkpoint}", file=sys.stderr)
+            larger = "".join(f", {k} -> {tconfig[k]}" for k in grown)
+            print(f"[{config['name']}] ... continuing from {run_dir / checkpoint}{larger}", file=sys.stderr)
     if "comm" in params and comm is not None:
         kwargs["comm"] = comm
     return trainer.train(tconfig, run_dir, **kwargs)
 
 
-def _check_same_config(run_dir: Path, tconfig: dict, defaults: dict) -> None:
-    """A finished point is reused only if it ran the config this sweep would run now. A key the
-    point's record lacks (added to rlsub since) matches when it holds the trainer's default."""
+def _grown_budget(run_dir: Path, tconfig: dict, trainer) -> list[str]:
+    """The budget keys (the trainer's ``BUDGET``: ES generations and max_timesteps, supervised
+    epochs) that ``tconfig`` raises above the point's record (None, no limit, is above any number),
+    when the point has a checkpoint to continue from; [] otherwise. With such keys a sweep whose
+    budget grew continues its points where they stopped instead of running them again."""
+    keys, checkpoint = getattr(trainer, "BUDGET", ()), getattr(trainer, "CHECKPOINT", None)
+    path = run_dir / "config.json"
+    if not keys or not checkpoint or not (run_dir / checkpoint).exists() or not path.exists():
+        return []
+    try:
+        recorded = json.loads(path.read_text())
+    except ValueError:
+        return []  # reported by _check_same_config
+    return [k for k in keys if k in recorded and k in tconfig and _larger(tconfig[k], recorded[k])]
+
+
+def _larger(new, old) -> bool:
+    if new is None or old is None:
+        return new is None and old is not None
+    return new > old
+
+
+def _check_same_config(run_dir: Path, tconfig: dict, defaults: dict, allow: list | tuple = ()) -> None:
+    """A finished point is reused only if it ran the config this sweep would run now (``allow``:
+    keys that may differ, a budget that grew). A key the point's record lacks (added to rlsub since)
+    matches when it holds the trainer's default."""
     path = run_dir / "config.json"
     if not path.exists():
         return
@@ -378,14 +414,14 @@ def _check_same_config(run_dir: Path, tconfig: dict, defaults: dict) -> None:
     except ValueError as exc:
         raise UserError(f"{path} is damaged ({exc}); move its folder away to run the point again") from None
     now = json.loads(json.dumps(tconfig))  # the same normalisation (tuples -> lists) as the file
-    changed = sorted(k for k in now if k in recorded and recorded[k] != now[k])
+    changed = sorted(k for k in now if k in recorded and recorded[k] != now[k] and k not in allow)
     changed += sorted(k for k in now if k not in recorded
                       and (k not in defaults or json.loads(json.dumps(defaults[k])) != now[k]))
     if changed:
         diffs = "; ".join(f"{k}: {recorded.get(k, '(absent)')!r} -> {now[k]!r}" for k in changed[:5])
         raise ConfigError(f"{run_dir} was run with another config ({diffs}). A sweep resumes only with the "
-                          f"settings it started with: restore them, or move the results folder away to start "
-                          f"afresh.")
+                          f"settings it started with, or a larger budget: restore them, or move the results "
+                          f"folder away to start afresh.")
 
 
 def _adaptive_next(config: dict, points: list[dict], D: int) -> list[int]:
@@ -503,7 +539,12 @@ def _execute(config: dict, plan: list, comm, quiet: bool, command: str) -> None:
 
 
 def _finished(config: dict, point: tuple) -> bool:
-    return (Path(config["results"]) / "runs" / point_name(*point) / "summary.json").exists()
+    """Whether the point is done at this sweep's budget (finished, and its budget did not grow)."""
+    run_dir = Path(config["results"]) / "runs" / point_name(*point)
+    if not (run_dir / "summary.json").exists():
+        return False
+    trainer = get_trainer(config["trainer"])
+    return not _grown_budget(run_dir, _point_config(config, *point), trainer)
 
 
 def _spread(config: dict, plan: list, comm, quiet: bool, command: str) -> None:

@@ -6,6 +6,8 @@ A trainer is a module listed in :data:`TRAINERS` that provides
 - ``SCHEMA: dict``: every key of DEFAULTS with its type and range (:class:`rlsub.config.Spec`),
   checked on every path into a config (YAML, flags, ``--set``, sweep overrides, resume);
 - ``RESUMABLE: tuple`` (optional): the keys a ``--resume`` may change (the budget);
+- ``BUDGET: tuple`` (optional, within RESUMABLE): the keys that say how long a run goes; a sweep
+  whose values of them grew continues its finished points from their checkpoints;
 - ``dimension(config) -> int`` (optional): D of the network, built without training, so that a
   sweep can check every d <= D before it runs anything;
 - ``resolve(config_path: str | None, overrides: dict) -> dict``: the fully resolved config (YAML

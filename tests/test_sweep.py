@@ -362,3 +362,55 @@ def test_final_eval_bad_input_is_one_clear_error(tmp_path, body, message):
     path.write_text(body)
     with pytest.raises(ConfigError, match=message):
         sweep.resolve(path)
+
+
+def _cartpole_sweep(tmp_path, name: str, overrides: str):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(f"trainer: es\nconfig: cartpole\ndims: [2]\nseeds: [0]\nbootstrap: 0\noverrides: {{{overrides}}}\n")
+    return sweep.resolve(path, results_root=tmp_path / "results")
+
+
+def test_a_sweep_whose_budget_grew_continues_its_points_as_if_run_with_it_from_the_start(tmp_path, capsys):
+    """Raising the generations of a finished sweep continues each point from its checkpoint; the
+    result is the run a sweep with the larger budget from the start gives (theta_d bit for bit),
+    the record says so, and shrinking the budget again is refused."""
+    import numpy as np
+
+    base = "pairs: 4, eval_episodes: 1, eval_every: 1, target_return: null"
+    sweep.run_sweep(_cartpole_sweep(tmp_path, "grow", f"{base}, generations: 2"), quiet=True)
+    runs = tmp_path / "results" / "grow" / "runs"
+    assert [json.loads(line)["generation"] for line in (runs / "d2_s0" / "metrics.jsonl").open()] == [0, 1]
+    summary = sweep.run_sweep(_cartpole_sweep(tmp_path, "grow", f"{base}, generations: 5"))
+    assert "continuing from" in capsys.readouterr().err
+    sweep.run_sweep(_cartpole_sweep(tmp_path, "fresh", f"{base}, generations: 5"), quiet=True)
+    fresh = tmp_path / "results" / "fresh" / "runs"
+    for point in ("d2_s0", "dfull_s0"):
+        grown_rows = [json.loads(line) for line in (runs / point / "metrics.jsonl").open()]
+        assert [r["generation"] for r in grown_rows] == [0, 1, 2, 3, 4]
+        assert np.array_equal(np.load(runs / point / "theta_d.npy"), np.load(fresh / point / "theta_d.npy"))
+        assert np.abs(np.load(runs / point / "theta_d.npy")).sum() > 0
+        record = json.loads((runs / point / "config.json").read_text())
+        assert record["generations"] == 5
+        assert record["resumed_with"] == [{"key": "generations", "from": 2, "to": 5, "at": 2}]
+    values = {p["point"]: p["value"] for p in map(json.loads, (tmp_path / "results" / "grow" / "points.jsonl").open())}
+    fresh_values = {p["point"]: p["value"] for p in
+                    map(json.loads, (tmp_path / "results" / "fresh" / "points.jsonl").open())}
+    assert values == fresh_values and summary["n_points"] == 2
+    with pytest.raises(ConfigError, match=r"generations: 5 -> 3"):
+        sweep.run_sweep(_cartpole_sweep(tmp_path, "grow", f"{base}, generations: 3"), quiet=True)
+
+
+def test_a_point_that_stopped_at_its_target_takes_a_larger_budget_without_running(tmp_path):
+    """A point that reached target_return before its budget ran out would stop at the same place
+    with a larger one: nothing runs, its record takes the new budget."""
+    base = "pairs: 4, eval_episodes: 1, eval_every: 1, target_return: 9.0"
+    sweep.run_sweep(_cartpole_sweep(tmp_path, "early", f"{base}, generations: 4"), quiet=True)
+    run = tmp_path / "results" / "early" / "runs" / "d2_s0"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["stopped_early"] and summary["generations"] < 4
+    metrics = (run / "metrics.jsonl").read_text()
+    sweep.run_sweep(_cartpole_sweep(tmp_path, "early", f"{base}, generations: 8"), quiet=True)
+    assert (run / "metrics.jsonl").read_text() == metrics
+    record = json.loads((run / "config.json").read_text())
+    assert record["generations"] == 8
+    assert record["resumed_with"] == [{"key": "generations", "from": 4, "to": 8, "at": summary["generations"]}]

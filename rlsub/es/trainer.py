@@ -126,6 +126,8 @@ SCHEMA: dict = {
 
 #: keys a resumed run may change (its budget); any other must match the run's record
 RESUMABLE = ("generations", "max_timesteps", "target_return", "eval_every", "checkpoint_every")
+#: the keys that say how long a run goes: a sweep whose values of them grew continues its points
+BUDGET = ("generations", "max_timesteps")
 
 
 #: the file a run continues from (``resume``); sweeps continue half-run points from it

@@ -144,6 +144,8 @@ SCHEMA: dict = {
 
 #: keys a resumed run may change (its budget and where the data are); any other must match its record
 RESUMABLE = ("epochs", "threads", "data_dir", "eval_batch_size", "eval_every", "log_every")
+#: the keys that say how long a run goes: a sweep whose values of them grew continues its points
+BUDGET = ("epochs",)
 
 
 def resolve(config_path: str | None, overrides: dict) -> dict:
