@@ -1,16 +1,19 @@
-/* Per-step helpers of the ES policy path (rlsub.es.policy), each fusing a few numpy operations on
- * short vectors into one call. On a vector of a few hundred floats a numpy ufunc costs about half a
- * microsecond of call overhead, as much as its arithmetic; Humanoid's policy path made about a
- * dozen such calls a step (issue 11). Every function does exactly the float operations of the numpy
- * code it replaces, element by element and in the same order, so its results are bit-identical to
- * it: built with -ffp-contract=off, so that no multiply-add is fused into one rounding.
+/* Per-step helpers of the ES policy path (rlsub.es.policy). The elementwise ones fuse a few numpy
+ * operations on short vectors into one call: on a vector of a few hundred floats a numpy ufunc costs
+ * about half a microsecond of call overhead, as much as its arithmetic, and Humanoid's policy path
+ * made about a dozen such calls a step (issue 11). They do exactly the float operations of the numpy
+ * code they replace, element by element and in the same order, so their results are bit-identical
+ * to it: built with -ffp-contract=off, so that no multiply-add is fused into one rounding.
  *
  *   obs_norm(out, obs, mean, std, clip):      out = clip((float32(obs) - mean) / std, -clip, clip)  [float32]
  *   accumulate(s, ssq, obs):                  s += obs; ssq += obs * obs                            [float64]
  *   finish(out, bias, noise, low, high):      out = clip(out + bias + noise, low, high)             [float32]
  *   pair(plus, minus, center, delta, sigma):  delta *= sigma; plus, minus = center + delta, - delta [float32]
+ *   matvec_skip_zeros(y, wt, h, b):           y = wt.T @ h + b over the nonzero h only              [float32]
+ * The first four are bit-identical to numpy; the last replaces torch's F.linear for the Atari
+ * policy's wide layer and sums in its own (fixed) order.
  *
- * Arguments are buffers (numpy arrays), C-contiguous, of one length; obs may be float64 or float32.
+ * Arguments are C-contiguous buffers (numpy arrays) of matching lengths; obs may be float64 or float32.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -198,7 +201,61 @@ e1:
     return NULL;
 }
 
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define RLSUB_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define RLSUB_CLONES
+#endif
+
+/* y[i] = sum over j with h[j] != 0, in increasing j, of wt[j, i] * h[j], then + b[i]. The AVX2
+ * clone does the same operations lane by lane as the SSE2 one (no fused multiply-add), so the
+ * result does not depend on which one runs. */
+RLSUB_CLONES
+static void sparse_matvec_t(float *restrict y, const float *restrict wt, const float *restrict h,
+                            const float *restrict b, Py_ssize_t k, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i < n; i++) y[i] = 0.0f;
+    for (Py_ssize_t j = 0; j < k; j++) {
+        const float hj = h[j];
+        if (hj == 0.0f) continue;
+        const float *restrict row = wt + j * n;
+        for (Py_ssize_t i = 0; i < n; i++) y[i] += row[i] * hj;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) y[i] += b[i];
+}
+
+/* matvec_skip_zeros(y, wt, h, b): y = W h + b with W given transposed (wt: k x n, C order), reading
+ * only the rows of wt whose h[j] is nonzero: after a ReLU about half of them, so about half of the
+ * weights cross the memory bus. */
+static PyObject *py_matvec_skip_zeros(PyObject *self, PyObject *args) {
+    PyObject *o_y, *o_wt, *o_h, *o_b;
+    if (!PyArg_ParseTuple(args, "OOOO", &o_y, &o_wt, &o_h, &o_b)) return NULL;
+    Py_buffer y, wt, h, b;
+    if (get(o_y, &y, 1, 'f', -1, "matvec_skip_zeros y") != 0) return NULL;
+    Py_ssize_t n = count(&y);
+    if (get(o_h, &h, 0, 'f', -1, "matvec_skip_zeros h") != 0) goto e1;
+    Py_ssize_t k = count(&h);
+    if (get(o_wt, &wt, 0, 'f', k * n, "matvec_skip_zeros wt") != 0) goto e2;
+    if (get(o_b, &b, 0, 'f', n, "matvec_skip_zeros b") != 0) goto e3;
+    Py_BEGIN_ALLOW_THREADS
+    sparse_matvec_t(y.buf, wt.buf, h.buf, b.buf, k, n);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&b);
+    PyBuffer_Release(&wt);
+    PyBuffer_Release(&h);
+    PyBuffer_Release(&y);
+    Py_RETURN_NONE;
+e3:
+    PyBuffer_Release(&wt);
+e2:
+    PyBuffer_Release(&h);
+e1:
+    PyBuffer_Release(&y);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
+    {"matvec_skip_zeros", py_matvec_skip_zeros, METH_VARARGS,
+     "matvec_skip_zeros(y, wt, h, b): y = wt.T @ h + b, skipping the rows of wt where h is zero (float32)."},
     {"obs_norm", py_obs_norm, METH_VARARGS,
      "obs_norm(out, obs, mean, std, clip): out = clip((float32(obs) - mean) / std, -clip, clip)."},
     {"accumulate", py_accumulate, METH_VARARGS, "accumulate(s, ssq, obs): s += obs; ssq += obs * obs (float64)."},

@@ -297,3 +297,44 @@ def test_mlp_actor_with_the_c_helpers_acts_as_numpy_bit_for_bit():
         assert expect.dtype == np.float32 and np.array_equal(_bits(actions[-1]), _bits(expect))
     actions = np.abs(np.array(actions))
     assert (actions == np.float32(0.4)).any() and (actions < 0.4).any()  # clipped and unclipped actions
+
+
+def test_matvec_skip_zeros_is_the_sum_over_nonzero_inputs_in_order_bit_for_bit():
+    from rlsub import _step
+
+    rng = np.random.default_rng(15)
+    k, n = 700, 37
+    wt = rng.standard_normal((k, n)).astype(np.float32)
+    b = rng.standard_normal(n).astype(np.float32)
+    h = np.maximum(rng.standard_normal(k), 0).astype(np.float32)  # a ReLU output: about half zero
+    assert 0.3 < (h == 0).mean() < 0.7
+    expect = np.zeros(n, dtype=np.float32)
+    for j in np.flatnonzero(h):
+        expect = expect + wt[j] * h[j]  # float32 products and sums, input by input
+    expect = expect + b
+    got = np.full(n, np.nan, dtype=np.float32)
+    _step.matvec_skip_zeros(got, wt, h, b)
+    assert np.array_equal(_bits(got), _bits(expect))
+    np.testing.assert_allclose(got, wt.astype(np.float64).T @ h + b, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="expected"):
+        _step.matvec_skip_zeros(got, wt[:-1], h, b)
+
+
+def test_folded_policy_with_a_wide_linear_layer_skips_zero_inputs_and_matches_the_module():
+    """At 64 x 64 inputs the linear layer after conv 2 takes 2,048 inputs: it runs as the
+    zero-skipping product, and the outputs are still the module's."""
+    from rlsub.es.policy import _SkipZeros
+
+    model = _pong_model(d=40, image_size=64)
+    actor = Actor(model, spaces.Discrete(5))
+    rng = np.random.default_rng(16)
+    reference = rng.random((32, 2, 64, 64), dtype=np.float32)
+    obs = rng.random((20, 2, 64, 64), dtype=np.float32)
+    theta = model.theta_D().detach().numpy()
+    actor.set_params(theta, None, reference)
+    assert sum(isinstance(op, _SkipZeros) for op in actor._folded.ops) == 1
+    expect = _reference_outputs(model, theta, reference, obs)
+    got = np.stack([actor.outputs(o) for o in obs])
+    assert np.abs(expect).max() > 1.0
+    np.testing.assert_allclose(got, expect, rtol=1e-4, atol=1e-4 * np.abs(expect).max())
+    assert [actor.act(o) for o in obs] == list(expect.argmax(axis=1))
