@@ -345,7 +345,6 @@ class _SkipZeros:
     def __init__(self, w: torch.Tensor, b: torch.Tensor):
         self.wt = w.t().contiguous().numpy()
         self.b = b.contiguous().numpy()
-        self.y = np.empty(w.shape[0], dtype=np.float32)
 
     @classmethod
     def takes(cls, before: list, w: torch.Tensor) -> bool:
@@ -356,7 +355,7 @@ class _SkipZeros:
         h = x.reshape(-1).numpy()
         if not h.flags.c_contiguous:
             h = np.ascontiguousarray(h)
-        y = np.empty_like(self.y)  # the caller may keep it (the activation after writes in place)
+        y = np.empty(self.wt.shape[1], dtype=np.float32)  # new: the activation after writes in place
         _step.matvec_skip_zeros(y, self.wt, h, self.b)
         return torch.from_numpy(y)[None]
 

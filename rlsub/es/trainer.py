@@ -212,8 +212,8 @@ def train(config: dict, out_dir: str | Path | None = None, resume: bool = False,
     """Run ES with ``config`` (from :func:`resolve`) on the ranks of ``comm`` (default: all of
     them); returns the summary written to ``out_dir``."""
     # One process per core: numpy's BLAS (OpenBLAS) would otherwise start a thread per core in every
-    # rank for its larger products (the Atari policy's 3,872 x 256 layer), ranks x cores threads on
-    # the cores; the limit is lifted again when training returns.
+    # rank for its larger products (the OpenAI-ES update's block products at large d or D), ranks x
+    # cores threads on the cores; the limit is lifted again when training returns.
     with threadpool_limits(limits=1, user_api="blas"):
         return _train(config, out_dir, resume, quiet, comm)
 
