@@ -338,3 +338,169 @@ def test_folded_policy_with_a_wide_linear_layer_skips_zero_inputs_and_matches_th
     assert np.abs(expect).max() > 1.0
     np.testing.assert_allclose(got, expect, rtol=1e-4, atol=1e-4 * np.abs(expect).max())
     assert [actor.act(o) for o in obs] == list(expect.argmax(axis=1))
+
+
+# --- delta forms: conv(x) = conv(x_prev) + conv(x - x_prev) over the changed inputs ----------------
+
+def _sparse_walk(rng, shape, steps: int, frac: float) -> list[np.ndarray]:
+    """Inputs that change in a few entries from one to the next (as Atari frames do)."""
+    x = rng.random(shape, dtype=np.float32)
+    out = [x.copy()]
+    for _ in range(steps):
+        x = x.copy()
+        m = rng.random(shape) < frac
+        x[m] = rng.random(int(m.sum()), dtype=np.float32)
+        out.append(x)
+    return out
+
+
+# (C, H, W, F, KH, KW, SH, SW, PH, PW): the Atari policy's two layers (F = 16 and 32 take the
+# specialised loops), and odd ones for the generic loop: non-square kernels and strides, padding on
+# one side, a stride above the kernel, a kernel larger than the input plus padding
+CONV_CASES = [(4, 36, 36, 16, 8, 8, 4, 4, 2, 2), (16, 12, 12, 32, 4, 4, 2, 2, 0, 0), (3, 13, 17, 5, 3, 5, 1, 2, 1, 2),
+              (2, 9, 11, 3, 4, 3, 3, 2, 0, 1), (1, 10, 10, 2, 2, 2, 3, 3, 0, 0), (2, 4, 5, 3, 5, 6, 1, 1, 2, 3)]
+
+
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_conv_delta_follows_torch_conv2d_along_a_sequence_of_sparse_changes(case):
+    from rlsub import _step
+
+    C, H, W, Fo, KH, KW, SH, SW, PH, PW = case
+    rng = np.random.default_rng(sum(case))
+    w = torch.from_numpy(rng.standard_normal((Fo, C, KH, KW)).astype(np.float32))
+    b = torch.from_numpy(rng.standard_normal(Fo).astype(np.float32))
+
+    def conv(x):  # float64: the exact value up to float32 inputs
+        return torch.nn.functional.conv2d(torch.from_numpy(x).double()[None], w.double(), b.double(), stride=(SH, SW),
+                                          padding=(PH, PW))[0].numpy()
+
+    xs = _sparse_walk(rng, (C, H, W), 40, 0.05)
+    OH, OW = conv(xs[0]).shape[1:]
+    xref, base = xs[0].copy(), conv(xs[0]).astype(np.float32)
+    wt = w.permute(1, 2, 3, 0).contiguous().numpy()
+    work = np.empty(Fo * OH * OW, dtype=np.float32)
+    geometry = (C, H, W, Fo, KH, KW, SH, SW, PH, PW, OH, OW)
+    prev, counts = xs[0], []
+    for x in xs[1:]:
+        out = np.full((Fo, OH, OW), np.nan, dtype=np.float32)
+        n = _step.conv_delta(out, work, x, xref, base, wt, geometry, x.size)
+        assert n == int((x != prev).sum())  # changed since the call before
+        counts.append(n)
+        expect = conv(x)
+        np.testing.assert_allclose(out, expect, rtol=1e-5, atol=1e-5 * np.abs(expect).max())
+        assert np.array_equal(xref, x) and np.array_equal(base, out)  # the next call's reference
+        prev = x
+    assert np.count_nonzero(counts) >= 30 and max(counts) < xs[0].size // 5  # a few changes, most steps
+
+
+def test_conv_delta_declines_many_or_non_finite_changes_and_writes_nothing():
+    from rlsub import _step
+
+    rng = np.random.default_rng(21)
+    C, H, W, Fo = 2, 8, 8, 3
+    wt = rng.standard_normal((C, 3, 3, Fo)).astype(np.float32)
+    geometry = (C, H, W, Fo, 3, 3, 1, 1, 1, 1, H, W)
+    x0 = rng.random((C, H, W), dtype=np.float32)
+    base0 = rng.standard_normal((Fo, H, W)).astype(np.float32)
+    work = np.empty(Fo * H * W, dtype=np.float32)
+    x = x0.copy()
+    x[0, :2, :] += 1.0  # 16 changed inputs
+    for limit, change in ((15, None), (1000, np.nan), (1000, np.inf)):
+        y = x.copy()
+        if change is not None:
+            y[1, 5, 5] = change
+        xref, base, out = x0.copy(), base0.copy(), np.full((Fo, H, W), 7.0, dtype=np.float32)
+        assert _step.conv_delta(out, work, y, xref, base, wt, geometry, limit) == -1
+        assert (out == 7.0).all() and np.array_equal(xref, x0) and np.array_equal(base, base0)
+    # a NaN in both the input and its reference is no change (base holds its effect already)
+    x0n, xn = x0.copy(), x.copy()
+    x0n[1, 5, 5] = xn[1, 5, 5] = np.nan
+    out = np.empty((Fo, H, W), dtype=np.float32)
+    assert _step.conv_delta(out, work, xn, x0n, base0.copy(), wt, geometry, 16) == 16
+    with pytest.raises(ValueError, match="expected"):
+        _step.conv_delta(out, work, x[:1], x0, base0.copy(), wt, geometry, 16)
+    with pytest.raises(ValueError, match="geometry"):
+        _step.conv_delta(out, work, x, x0, base0.copy(), wt, (C, H, W, Fo, 3, 3, 0, 1, 1, 1, H, W), 16)
+
+
+def test_matvec_delta_follows_the_dense_product_and_declines_when_reading_nonzeros_is_cheaper():
+    from rlsub import _step
+
+    rng = np.random.default_rng(22)
+    k, n = 600, 33
+    wt = rng.standard_normal((k, n)).astype(np.float32)
+    b = rng.standard_normal(n).astype(np.float32)
+    hs = [np.maximum(x - 0.5, 0) for x in _sparse_walk(rng, (k,), 30, 0.04)]  # ReLU outputs, ~half zero
+    href, yref = hs[0].copy(), (wt.astype(np.float64).T @ hs[0] + b).astype(np.float32)
+    for h in hs[1:]:
+        y = np.full(n, np.nan, dtype=np.float32)
+        changed = int((h != href).sum())
+        assert 0 < changed < (h != 0).sum()
+        assert _step.matvec_delta(y, wt, h, href, yref) == changed
+        np.testing.assert_allclose(y, wt.astype(np.float64).T @ h + b, rtol=1e-5, atol=1e-4)
+        assert np.array_equal(href, h) and np.array_equal(yref, y)
+    # more changed entries than nonzero ones, or a non-finite change: -1, nothing written
+    for h in (np.maximum(rng.standard_normal(k), 0).astype(np.float32), href.copy()):
+        if np.array_equal(h, href):
+            h[3] = np.inf
+        r0, y0 = href.copy(), yref.copy()
+        y = np.full(n, 7.0, dtype=np.float32)
+        assert _step.matvec_delta(y, wt, h, href, yref) == -1
+        assert (y == 7.0).all() and np.array_equal(href, r0) and np.array_equal(yref, y0)
+
+
+def _frames(rng, shape, steps: int) -> np.ndarray:
+    """Atari-like observations: a fixed background with a few small moving blocks."""
+    c, hh, ww = shape
+    background = rng.random(shape, dtype=np.float32)
+    out = []
+    pos = rng.integers(0, [hh - 4, ww - 4], size=(3, 2))
+    for _ in range(steps):
+        pos = np.clip(pos + rng.integers(-1, 2, size=pos.shape), 0, [hh - 4, ww - 4])
+        x = background.copy()
+        for i, j in pos:
+            x[:, i:i + 3, j:j + 2] = 1.0
+        out.append(x)
+    return np.stack(out)
+
+
+def test_folded_policy_on_an_episode_of_similar_frames_stays_the_module_and_does_not_remember_episodes():
+    """Along 150 steps of slowly changing frames (the delta forms run, with dense steps every
+    REFRESH) the outputs stay the module's; an episode's outputs are the same bit for bit whether
+    or not another episode ran before it on the same actor."""
+    from rlsub.es.policy import _DeltaConv
+
+    model = _pong_model(d=40, image_size=64)
+    actor = Actor(model, spaces.Discrete(5))
+    rng = np.random.default_rng(23)
+    episode = _frames(rng, (2, 64, 64), 150)
+    other = episode[75:40:-1]  # another episode of the same game: frames close to the first one's
+    reference = episode[::10].copy()  # as the trainer's: observations of the game itself
+    theta = model.theta_D().detach().numpy()
+    actor.set_params(theta, None, reference)
+    calls = {"delta": 0, "dense": 0}
+    real = _DeltaConv.__call__
+
+    def counted(self, x):
+        before = self.since
+        y = real(self, x)
+        calls["delta" if self.since == before + 1 else "dense"] += 1
+        return y
+
+    _DeltaConv.__call__ = counted
+    try:
+        actor.begin_episode()
+        got = np.stack([actor.outputs(o).copy() for o in episode])
+    finally:
+        _DeltaConv.__call__ = real
+    # two convolutions: dense at the first step and every REFRESH + 1 steps, delta otherwise
+    dense_steps = len(range(0, 150, _DeltaConv.REFRESH + 1))
+    assert calls == {"dense": 2 * dense_steps, "delta": 2 * (150 - dense_steps)}
+    expect = _reference_outputs(model, theta, reference, episode)
+    assert np.abs(expect).max() > 1.0
+    np.testing.assert_allclose(got, expect, rtol=1e-4, atol=1e-4 * np.abs(expect).max())
+    for o in other:
+        actor.outputs(o)
+    actor.begin_episode()
+    again = np.stack([actor.outputs(o).copy() for o in episode])
+    assert np.array_equal(_bits(again), _bits(got))
