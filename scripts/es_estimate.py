@@ -51,9 +51,11 @@ def main() -> None:
     lines += ["", "Early episodes of an untrained policy are short (Humanoid falls within ~20-50 steps), "
               "so the per-episode cost of projecting theta_d weighs more there than late in training. The "
               "rates were measured on a shared 2-core machine with other jobs running, so they are "
-              "conservative. Pong runs made before commit 79a59e7 predate the folded-batch-norm policy "
-              "path, which raised the share of a Pong generation spent in the emulator from 0.47 to 0.54 "
-              "(results/benchmarks/es.md, section (d)), i.e. about 15% more steps per second."]
+              "conservative. Each rate is that of the code its run used (its git commit): Pong ran at about "
+              "100 steps/s per rank before the folded policy path (79a59e7) and about 1,500 with the delta "
+              "forms of its layers (938e273; results/benchmarks/es.md, section (d)), so the Pong rows of "
+              "older runs overstate what a run costs now; results/es/short_runs holds runs re-made with "
+              "the current code (bit-identical theta_d)."]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
