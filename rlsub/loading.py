@@ -240,8 +240,15 @@ class ESRun(LoadedRun):
         return make_env(self.config["env"], **kwargs)
 
     def act(self, obs):
-        """The action the policy takes (greedy / noiseless, as in evaluation)."""
+        """The action the policy takes (greedy / noiseless, as in evaluation). In a loop of your own,
+        call :meth:`begin_episode` after each ``env.reset`` to get evaluation's numbers bit for bit
+        (the Atari policy's layers otherwise carry their reference input over from the episode
+        before, which changes only float rounding)."""
         return self.actor.act(obs)
+
+    def begin_episode(self) -> None:
+        """Mark an episode start (as evaluation does after each reset)."""
+        self.actor.begin_episode()
 
     def episode_seeds(self, episodes: int, seed: int | None) -> list[int]:
         """Environment reset seeds: the run's own final-evaluation seeds, or ``seed + k``."""

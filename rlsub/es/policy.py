@@ -4,15 +4,17 @@ The search variable x (d numbers, or D for the full-space baseline through the i
 projection) gives the native parameters ``theta_D = theta_0 + P x`` once per episode. Multilayer
 perceptrons then run in numpy on views into theta_D (a 376-256-256-17 forward costs a few
 microseconds, against tens for a torch call). Convolutional networks built from padding, Conv2d,
-Linear, virtual batch norm and activations (the Atari policy) run as a short list of plain torch
+Linear, virtual batch norm and activations (the Atari policy) run as a short list of numpy and C
 operations (:class:`FoldedNet`): virtual batch norm has statistics fixed per parameter vector (those
 of the reference batch), so in evaluation it is an affine map per channel, folded once per episode
 into the weights and bias of the layer before it; symmetric zero padding is folded into the
 convolution. A step is then two convolutions and two matrix-vector products, without module calls
-or per-step normalisation. Other networks run as a plain torch module whose parameters are views
+or per-step normalisation; within an episode the convolutions and the wide linear layer work on
+what changed in their input since the step before (:class:`_DeltaConv`: Atari frames change in
+well under 1% of their pixels from step to step). Other networks run as a plain torch module whose parameters are views
 into one flat tensor (theta_D copied in once per episode). All give the numbers of
 ``SubspaceModel.call_with`` (the folded net up to float rounding: the folded weights are rounded
-products). The elementwise work around the numpy path (observation normalisation, the last bias,
+products, and the delta forms sum in their own order). The elementwise work around the numpy path (observation normalisation, the last bias,
 action noise and clipping, observation sums) goes through ``rlsub._step``, C functions that do the
 same float operations in one call each instead of a dozen ufunc calls a step (bit-identical).
 """
@@ -184,7 +186,8 @@ class ActionNoise:
 
 class FoldedNet:
     """An nn.Sequential of ZeroPad2d / Conv2d / Linear / VirtualBatchNorm / ReLU / Tanh / Flatten run
-    as plain torch operations on theta_D, each virtual batch norm folded into the layer before it.
+    as plain numpy / C operations on one observation (torch only for dense convolutions), each
+    virtual batch norm folded into the layer before it once per parameter vector.
 
     With reference statistics (mean m, unbiased variance v, as ``set_reference_statistics`` records
     them) a virtual batch norm after ``z = W h + b`` gives ``(z - m) gamma / sqrt(v + eps) + beta``,
