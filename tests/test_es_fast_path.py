@@ -504,3 +504,44 @@ def test_folded_policy_on_an_episode_of_similar_frames_stays_the_module_and_does
     actor.begin_episode()
     again = np.stack([actor.outputs(o).copy() for o in episode])
     assert np.array_equal(_bits(again), _bits(got))
+
+
+def test_delta_forms_are_as_accurate_as_the_dense_float32_products():
+    """Against a float64 evaluation of the same folded weights, the running sums of the delta forms
+    (64 steps between dense ones) err no more than the dense float32 products do."""
+    from rlsub.es.policy import _ActInto, _DeltaConv, _Linear, _SkipZeros
+
+    model = _pong_model(d=40, image_size=64)
+    rng = np.random.default_rng(24)
+    frames = _frames(rng, (2, 64, 64), 130)
+    theta = model.theta_D().detach().numpy()
+    delta, dense = Actor(model, spaces.Discrete(5)), Actor(model, spaces.Discrete(5))
+    for actor in (delta, dense):
+        actor.set_params(theta, None, frames[::10].copy())
+    ops = dense._folded.ops
+
+    def exact(obs):  # the same layers in float64
+        x = torch.from_numpy(obs.astype(np.float64))[None]
+        for op in ops:
+            if isinstance(op, _DeltaConv):
+                x = torch.nn.functional.conv2d(x, op.w.double(), op.b.double(), stride=op.stride, padding=op.padding)
+            elif isinstance(op, _SkipZeros):
+                x = x.reshape(1, -1) @ torch.from_numpy(op.wt).double() + torch.from_numpy(op.b).double()
+            elif isinstance(op, _Linear):
+                x = x.reshape(1, -1) @ torch.from_numpy(op.w).double().T + torch.from_numpy(op.b).double()
+            elif isinstance(op, _ActInto):
+                x = torch.clamp_min(x, 0.0) if op.relu else torch.tanh(x)
+                x = torch.nn.functional.pad(x, op.pad) if op.pad is not None else x
+            else:
+                x = x.reshape(1, -1)
+        return x[0].numpy()
+
+    err = {"delta": [], "dense": []}
+    delta.begin_episode()
+    for obs in frames:
+        dense.begin_episode()  # every step dense
+        want = exact(obs)
+        for key, actor in (("delta", delta), ("dense", dense)):
+            err[key].append(np.abs(actor.outputs(obs) - want).max() / np.abs(want).max())
+    assert max(err["dense"]) > 0  # float32 rounding shows
+    assert max(err["delta"]) <= 4 * max(err["dense"]) and np.median(err["delta"]) <= 4 * np.median(err["dense"])
