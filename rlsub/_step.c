@@ -50,6 +50,23 @@ static int get(PyObject *obj, Py_buffer *view, int writable, char fmt, Py_ssize_
 
 static Py_ssize_t count(const Py_buffer *v) { return v->len / v->itemsize; }
 
+/* Whether two buffers share memory (the kernels write some of their arguments while reading others). */
+static int overlap(const Py_buffer *a, const Py_buffer *b) {
+    const char *a0 = a->buf, *b0 = b->buf;
+    return a0 < b0 + b->len && b0 < a0 + a->len;
+}
+
+/* 0, or -1 with a ValueError when any buffer of written[0..nw) shares memory with another of all[0..n). */
+static int distinct(const Py_buffer *const *written, int nw, const Py_buffer *const *all, int n, const char *name) {
+    for (int i = 0; i < nw; i++)
+        for (int j = 0; j < n; j++)
+            if (written[i] != all[j] && overlap(written[i], all[j])) {
+                PyErr_Format(PyExc_ValueError, "%s: the arrays must not share memory", name);
+                return -1;
+            }
+    return 0;
+}
+
 /* obs_norm(out, obs, mean, std, clip): np.subtract(obs, mean, out=out, dtype=float32); out /= std;
  * np.minimum(out, clip, out=out); np.maximum(out, -clip, out=out). NaN stays NaN, as with numpy. */
 static PyObject *py_obs_norm(PyObject *self, PyObject *args) {
@@ -418,6 +435,8 @@ static PyObject *py_conv_delta(PyObject *self, PyObject *args) {
     if (get(o_xref, &xref, 1, 'f', n_in, "conv_delta xref") != 0) goto e3;
     if (get(o_base, &base, 1, 'f', n_out, "conv_delta base") != 0) goto e4;
     if (get(o_wt, &wt, 0, 'f', n_w, "conv_delta wt") != 0) goto e5;
+    const Py_buffer *written[] = {&out, &work, &xref, &base}, *all[] = {&out, &work, &x, &xref, &base, &wt};
+    if (distinct(written, 4, all, 6, "conv_delta") != 0) goto e6;
     if (limit > n_in) limit = n_in;
     if (limit < 0) limit = 0;
     const Py_ssize_t P = g[G_OH] * g[G_OW];
@@ -504,6 +523,8 @@ static PyObject *py_matvec_delta(PyObject *self, PyObject *args) {
     if (get(o_wt, &wt, 0, 'f', k * n, "matvec_delta wt") != 0) goto e2;
     if (get(o_href, &href, 1, 'f', k, "matvec_delta href") != 0) goto e3;
     if (get(o_yref, &yref, 1, 'f', n, "matvec_delta yref") != 0) goto e4;
+    const Py_buffer *written[] = {&y, &href, &yref}, *all[] = {&y, &wt, &h, &href, &yref};
+    if (distinct(written, 3, all, 5, "matvec_delta") != 0) goto e5;
     Py_ssize_t *idx = PyMem_RawMalloc(sizeof(Py_ssize_t) * (size_t)k + 1);
     if (idx == NULL) {
         PyErr_NoMemory();

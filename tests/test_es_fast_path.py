@@ -421,6 +421,12 @@ def test_conv_delta_declines_many_or_non_finite_changes_and_writes_nothing():
         _step.conv_delta(out, work, x[:1], x0, base0.copy(), wt, geometry, 16)
     with pytest.raises(ValueError, match="geometry"):
         _step.conv_delta(out, work, x, x0, base0.copy(), wt, (C, H, W, Fo, 3, 3, 0, 1, 1, 1, H, W), 16)
+    base = base0.copy()
+    with pytest.raises(ValueError, match="share memory"):  # it writes base and out: they must be apart
+        _step.conv_delta(base, work, x, x0.copy(), base, wt, geometry, 16)
+    with pytest.raises(ValueError, match="share memory"):
+        xx = x.copy()
+        _step.conv_delta(out, work, xx, xx, base, wt, geometry, 16)
 
 
 def test_matvec_delta_follows_the_dense_product_and_declines_when_reading_nonzeros_is_cheaper():
@@ -447,6 +453,8 @@ def test_matvec_delta_follows_the_dense_product_and_declines_when_reading_nonzer
         y = np.full(n, 7.0, dtype=np.float32)
         assert _step.matvec_delta(y, wt, h, href, yref) == -1
         assert (y == 7.0).all() and np.array_equal(href, r0) and np.array_equal(yref, y0)
+    with pytest.raises(ValueError, match="share memory"):
+        _step.matvec_delta(yref, wt, hs[0], href, yref)
 
 
 def _frames(rng, shape, steps: int) -> np.ndarray:
