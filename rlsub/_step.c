@@ -50,20 +50,35 @@ static int get(PyObject *obj, Py_buffer *view, int writable, char fmt, Py_ssize_
 
 static Py_ssize_t count(const Py_buffer *v) { return v->len / v->itemsize; }
 
-/* Whether two buffers share memory (the kernels write some of their arguments while reading others). */
-static int overlap(const Py_buffer *a, const Py_buffer *b) {
-    const char *a0 = a->buf, *b0 = b->buf;
-    return a0 < b0 + b->len && b0 < a0 + a->len;
+/* The buffers a call has taken so far (at most 6), released together on every path out of it. */
+typedef struct {
+    Py_buffer v[6];
+    char writable[6];
+    int n;
+} Bufs;
+
+/* obj as the next buffer of b (checked as get does): its view, or NULL with the error set. */
+static Py_buffer *take(Bufs *b, PyObject *obj, int writable, char fmt, Py_ssize_t n, const char *name) {
+    Py_buffer *v = &b->v[b->n];
+    if (get(obj, v, writable, fmt, n, name) != 0) return NULL;
+    b->writable[b->n++] = (char)writable;
+    return v;
 }
 
-/* 0, or -1 with a ValueError when any buffer of written[0..nw) shares memory with another of all[0..n). */
-static int distinct(const Py_buffer *const *written, int nw, const Py_buffer *const *all, int n, const char *name) {
-    for (int i = 0; i < nw; i++)
-        for (int j = 0; j < n; j++)
-            if (written[i] != all[j] && overlap(written[i], all[j])) {
+static void release(Bufs *b) {
+    while (b->n > 0) PyBuffer_Release(&b->v[--b->n]);
+}
+
+/* 0, or -1 with a ValueError when a buffer of b that the call writes shares memory with another of b. */
+static int distinct(const Bufs *b, const char *name) {
+    for (int i = 0; i < b->n; i++)
+        for (int j = 0; j < b->n; j++) {
+            const char *a0 = b->v[i].buf, *b0 = b->v[j].buf;
+            if (i != j && b->writable[i] && a0 < b0 + b->v[j].len && b0 < a0 + b->v[i].len) {
                 PyErr_Format(PyExc_ValueError, "%s: the arrays must not share memory", name);
                 return -1;
             }
+        }
     return 0;
 }
 
@@ -73,42 +88,35 @@ static PyObject *py_obs_norm(PyObject *self, PyObject *args) {
     PyObject *o_out, *o_obs, *o_mean, *o_std;
     double clip;
     if (!PyArg_ParseTuple(args, "OOOOd", &o_out, &o_obs, &o_mean, &o_std, &clip)) return NULL;
-    Py_buffer out, obs, mean, std;
-    if (get(o_out, &out, 1, 'f', -1, "obs_norm out") != 0) return NULL;
-    Py_ssize_t n = count(&out);
-    if (get(o_obs, &obs, 0, 0, n, "obs_norm obs") != 0) goto e1;
-    if (get(o_mean, &mean, 0, 'f', n, "obs_norm mean") != 0) goto e2;
-    if (get(o_std, &std, 0, 'f', n, "obs_norm std") != 0) goto e3;
-    float *x = out.buf;
-    const float *m = mean.buf, *s = std.buf;
+    Bufs b = {.n = 0};
+    Py_buffer *out, *obs, *mean, *std;
+    if (!(out = take(&b, o_out, 1, 'f', -1, "obs_norm out"))) return NULL;
+    Py_ssize_t n = count(out);
+    if (!(obs = take(&b, o_obs, 0, 0, n, "obs_norm obs")) || !(mean = take(&b, o_mean, 0, 'f', n, "obs_norm mean"))
+        || !(std = take(&b, o_std, 0, 'f', n, "obs_norm std"))) {
+        release(&b);
+        return NULL;
+    }
+    float *x = out->buf;
+    const float *m = mean->buf, *s = std->buf;
     const float hi = (float)clip, lo = -(float)clip;
-    if (obs.itemsize == 8) {
-        const double *v = obs.buf;
+    if (obs->itemsize == 8) {
+        const double *v = obs->buf;
         for (Py_ssize_t i = 0; i < n; i++) {
             float t = ((float)v[i] - m[i]) / s[i];
             t = t > hi ? hi : t;
             x[i] = t < lo ? lo : t;
         }
     } else {
-        const float *v = obs.buf;
+        const float *v = obs->buf;
         for (Py_ssize_t i = 0; i < n; i++) {
             float t = (v[i] - m[i]) / s[i];
             t = t > hi ? hi : t;
             x[i] = t < lo ? lo : t;
         }
     }
-    PyBuffer_Release(&std);
-    PyBuffer_Release(&mean);
-    PyBuffer_Release(&obs);
-    PyBuffer_Release(&out);
+    release(&b);
     Py_RETURN_NONE;
-e3:
-    PyBuffer_Release(&mean);
-e2:
-    PyBuffer_Release(&obs);
-e1:
-    PyBuffer_Release(&out);
-    return NULL;
 }
 
 /* accumulate(s, ssq, obs): s += float64(obs); ssq += float64(obs) * float64(obs) (the product
@@ -116,14 +124,17 @@ e1:
 static PyObject *py_accumulate(PyObject *self, PyObject *args) {
     PyObject *o_s, *o_ssq, *o_obs;
     if (!PyArg_ParseTuple(args, "OOO", &o_s, &o_ssq, &o_obs)) return NULL;
-    Py_buffer s, ssq, obs;
-    if (get(o_s, &s, 1, 'd', -1, "accumulate s") != 0) return NULL;
-    Py_ssize_t n = count(&s);
-    if (get(o_ssq, &ssq, 1, 'd', n, "accumulate ssq") != 0) goto e1;
-    if (get(o_obs, &obs, 0, 0, n, "accumulate obs") != 0) goto e2;
-    double *a = s.buf, *q = ssq.buf;
-    if (obs.itemsize == 8) {
-        const double *v = obs.buf;
+    Bufs b = {.n = 0};
+    Py_buffer *s, *ssq, *obs;
+    if (!(s = take(&b, o_s, 1, 'd', -1, "accumulate s"))) return NULL;
+    Py_ssize_t n = count(s);
+    if (!(ssq = take(&b, o_ssq, 1, 'd', n, "accumulate ssq")) || !(obs = take(&b, o_obs, 0, 0, n, "accumulate obs"))) {
+        release(&b);
+        return NULL;
+    }
+    double *a = s->buf, *q = ssq->buf;
+    if (obs->itemsize == 8) {
+        const double *v = obs->buf;
         for (Py_ssize_t i = 0; i < n; i++) {
             double t = v[i];
             a[i] += t;
@@ -131,7 +142,7 @@ static PyObject *py_accumulate(PyObject *self, PyObject *args) {
             q[i] += p;
         }
     } else {
-        const float *v = obs.buf;
+        const float *v = obs->buf;
         for (Py_ssize_t i = 0; i < n; i++) {
             double t = (double)v[i];
             a[i] += t;
@@ -139,15 +150,8 @@ static PyObject *py_accumulate(PyObject *self, PyObject *args) {
             q[i] += p;
         }
     }
-    PyBuffer_Release(&obs);
-    PyBuffer_Release(&ssq);
-    PyBuffer_Release(&s);
+    release(&b);
     Py_RETURN_NONE;
-e2:
-    PyBuffer_Release(&ssq);
-e1:
-    PyBuffer_Release(&s);
-    return NULL;
 }
 
 /* finish(out, bias, noise, low, high): out += bias; out += noise (unless noise is None);
@@ -155,38 +159,27 @@ e1:
 static PyObject *py_finish(PyObject *self, PyObject *args) {
     PyObject *o_out, *o_b, *o_noise, *o_lo, *o_hi;
     if (!PyArg_ParseTuple(args, "OOOOO", &o_out, &o_b, &o_noise, &o_lo, &o_hi)) return NULL;
-    Py_buffer out, b, noise, lo, hi;
-    int has_noise = o_noise != Py_None;
-    if (get(o_out, &out, 1, 'f', -1, "finish out") != 0) return NULL;
-    Py_ssize_t n = count(&out);
-    if (get(o_b, &b, 0, 'f', n, "finish bias") != 0) goto e1;
-    if (has_noise && get(o_noise, &noise, 0, 'f', n, "finish noise") != 0) goto e2;
-    if (get(o_lo, &lo, 0, 'f', n, "finish low") != 0) goto e3;
-    if (get(o_hi, &hi, 0, 'f', n, "finish high") != 0) goto e4;
-    float *x = out.buf;
-    const float *bb = b.buf, *l = lo.buf, *h = hi.buf;
-    const float *z = has_noise ? noise.buf : NULL;
+    Bufs b = {.n = 0};
+    Py_buffer *out, *bias, *noise = NULL, *lo, *hi;
+    if (!(out = take(&b, o_out, 1, 'f', -1, "finish out"))) return NULL;
+    Py_ssize_t n = count(out);
+    if (!(bias = take(&b, o_b, 0, 'f', n, "finish bias"))
+        || (o_noise != Py_None && !(noise = take(&b, o_noise, 0, 'f', n, "finish noise")))
+        || !(lo = take(&b, o_lo, 0, 'f', n, "finish low")) || !(hi = take(&b, o_hi, 0, 'f', n, "finish high"))) {
+        release(&b);
+        return NULL;
+    }
+    float *x = out->buf;
+    const float *bb = bias->buf, *l = lo->buf, *h = hi->buf;
+    const float *z = noise ? noise->buf : NULL;
     for (Py_ssize_t i = 0; i < n; i++) {
         float t = x[i] + bb[i];
         if (z) t = t + z[i];
         t = t > h[i] ? h[i] : t;
         x[i] = t < l[i] ? l[i] : t;
     }
-    PyBuffer_Release(&hi);
-    PyBuffer_Release(&lo);
-    if (has_noise) PyBuffer_Release(&noise);
-    PyBuffer_Release(&b);
-    PyBuffer_Release(&out);
+    release(&b);
     Py_RETURN_NONE;
-e4:
-    PyBuffer_Release(&lo);
-e3:
-    if (has_noise) PyBuffer_Release(&noise);
-e2:
-    PyBuffer_Release(&b);
-e1:
-    PyBuffer_Release(&out);
-    return NULL;
 }
 
 /* pair(plus, minus, center, delta, sigma): delta *= float32(sigma); plus = center + delta;
@@ -195,14 +188,17 @@ static PyObject *py_pair(PyObject *self, PyObject *args) {
     PyObject *o_p, *o_m, *o_c, *o_d;
     double sigma;
     if (!PyArg_ParseTuple(args, "OOOOd", &o_p, &o_m, &o_c, &o_d, &sigma)) return NULL;
-    Py_buffer p, m, c, d;
-    if (get(o_p, &p, 1, 'f', -1, "pair plus") != 0) return NULL;
-    Py_ssize_t n = count(&p);
-    if (get(o_m, &m, 1, 'f', n, "pair minus") != 0) goto e1;
-    if (get(o_c, &c, 0, 'f', n, "pair center") != 0) goto e2;
-    if (get(o_d, &d, 1, 'f', n, "pair delta") != 0) goto e3;
-    float *restrict pp = p.buf, *restrict mm = m.buf, *restrict dd = d.buf;
-    const float *restrict cc = c.buf;
+    Bufs b = {.n = 0};
+    Py_buffer *p, *m, *c, *d;
+    if (!(p = take(&b, o_p, 1, 'f', -1, "pair plus"))) return NULL;
+    Py_ssize_t n = count(p);
+    if (!(m = take(&b, o_m, 1, 'f', n, "pair minus")) || !(c = take(&b, o_c, 0, 'f', n, "pair center"))
+        || !(d = take(&b, o_d, 1, 'f', n, "pair delta"))) {
+        release(&b);
+        return NULL;
+    }
+    float *restrict pp = p->buf, *restrict mm = m->buf, *restrict dd = d->buf;
+    const float *restrict cc = c->buf;
     const float s = (float)sigma;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -212,18 +208,8 @@ static PyObject *py_pair(PyObject *self, PyObject *args) {
         mm[i] = cc[i] - t;
     }
     Py_END_ALLOW_THREADS
-    PyBuffer_Release(&d);
-    PyBuffer_Release(&c);
-    PyBuffer_Release(&m);
-    PyBuffer_Release(&p);
+    release(&b);
     Py_RETURN_NONE;
-e3:
-    PyBuffer_Release(&c);
-e2:
-    PyBuffer_Release(&m);
-e1:
-    PyBuffer_Release(&p);
-    return NULL;
 }
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
@@ -254,27 +240,22 @@ static void sparse_matvec_t(float *restrict y, const float *restrict wt, const f
 static PyObject *py_matvec_skip_zeros(PyObject *self, PyObject *args) {
     PyObject *o_y, *o_wt, *o_h, *o_b;
     if (!PyArg_ParseTuple(args, "OOOO", &o_y, &o_wt, &o_h, &o_b)) return NULL;
-    Py_buffer y, wt, h, b;
-    if (get(o_y, &y, 1, 'f', -1, "matvec_skip_zeros y") != 0) return NULL;
-    Py_ssize_t n = count(&y);
-    if (get(o_h, &h, 0, 'f', -1, "matvec_skip_zeros h") != 0) goto e1;
-    Py_ssize_t k = count(&h);
-    if (get(o_wt, &wt, 0, 'f', k * n, "matvec_skip_zeros wt") != 0) goto e2;
-    if (get(o_b, &b, 0, 'f', n, "matvec_skip_zeros b") != 0) goto e3;
+    Bufs b = {.n = 0};
+    Py_buffer *y, *wt, *h, *bias;
+    if (!(y = take(&b, o_y, 1, 'f', -1, "matvec_skip_zeros y"))) return NULL;
+    Py_ssize_t n = count(y);
+    if (!(h = take(&b, o_h, 0, 'f', -1, "matvec_skip_zeros h"))) goto fail;
+    Py_ssize_t k = count(h);
+    if (!(wt = take(&b, o_wt, 0, 'f', k * n, "matvec_skip_zeros wt"))
+        || !(bias = take(&b, o_b, 0, 'f', n, "matvec_skip_zeros b")))
+        goto fail;
     Py_BEGIN_ALLOW_THREADS
-    sparse_matvec_t(y.buf, wt.buf, h.buf, b.buf, k, n);
+    sparse_matvec_t(y->buf, wt->buf, h->buf, bias->buf, k, n);
     Py_END_ALLOW_THREADS
-    PyBuffer_Release(&b);
-    PyBuffer_Release(&wt);
-    PyBuffer_Release(&h);
-    PyBuffer_Release(&y);
+    release(&b);
     Py_RETURN_NONE;
-e3:
-    PyBuffer_Release(&wt);
-e2:
-    PyBuffer_Release(&h);
-e1:
-    PyBuffer_Release(&y);
+fail:
+    release(&b);
     return NULL;
 }
 
@@ -427,52 +408,31 @@ static PyObject *py_conv_delta(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "conv_delta: layer too large");
         return NULL;
     }
-    Py_buffer out, work, x, xref, base, wt;
-    Py_ssize_t changed = -1;
-    if (get(o_out, &out, 1, 'f', n_out, "conv_delta out") != 0) return NULL;
-    if (get(o_work, &work, 1, 'f', n_out, "conv_delta work") != 0) goto e1;
-    if (get(o_x, &x, 0, 'f', n_in, "conv_delta x") != 0) goto e2;
-    if (get(o_xref, &xref, 1, 'f', n_in, "conv_delta xref") != 0) goto e3;
-    if (get(o_base, &base, 1, 'f', n_out, "conv_delta base") != 0) goto e4;
-    if (get(o_wt, &wt, 0, 'f', n_w, "conv_delta wt") != 0) goto e5;
-    const Py_buffer *written[] = {&out, &work, &xref, &base}, *all[] = {&out, &work, &x, &xref, &base, &wt};
-    if (distinct(written, 4, all, 6, "conv_delta") != 0) goto e6;
+    Bufs b = {.n = 0};
+    Py_buffer *out, *work, *x, *xref, *base, *wt;
+    if (!(out = take(&b, o_out, 1, 'f', n_out, "conv_delta out")) || !(work = take(&b, o_work, 1, 'f', n_out, "conv_delta work"))
+        || !(x = take(&b, o_x, 0, 'f', n_in, "conv_delta x")) || !(xref = take(&b, o_xref, 1, 'f', n_in, "conv_delta xref"))
+        || !(base = take(&b, o_base, 1, 'f', n_out, "conv_delta base")) || !(wt = take(&b, o_wt, 0, 'f', n_w, "conv_delta wt"))
+        || distinct(&b, "conv_delta") != 0) {
+        release(&b);
+        return NULL;
+    }
     if (limit > n_in) limit = n_in;
     if (limit < 0) limit = 0;
     const Py_ssize_t P = g[G_OH] * g[G_OW];
     int32_t *scratch = PyMem_RawMalloc(sizeof(int32_t) * (size_t)(3 * limit + P + 2 * g[G_H] + 2 * g[G_W]));
     char *mark = PyMem_RawCalloc((size_t)P, 1);
-    if (scratch == NULL || mark == NULL) {
-        PyMem_RawFree(scratch);
-        PyMem_RawFree(mark);
-        PyErr_NoMemory();
-        goto e6;
+    const int allocated = scratch != NULL && mark != NULL;
+    Py_ssize_t changed = -1;
+    if (allocated) {
+        Py_BEGIN_ALLOW_THREADS
+        changed = conv_delta_core(out->buf, work->buf, x->buf, xref->buf, base->buf, wt->buf, g, limit, scratch, mark);
+        Py_END_ALLOW_THREADS
     }
-    Py_BEGIN_ALLOW_THREADS
-    changed = conv_delta_core(out.buf, work.buf, x.buf, xref.buf, base.buf, wt.buf, g, limit, scratch, mark);
-    Py_END_ALLOW_THREADS
     PyMem_RawFree(scratch);
     PyMem_RawFree(mark);
-    PyBuffer_Release(&wt);
-    PyBuffer_Release(&base);
-    PyBuffer_Release(&xref);
-    PyBuffer_Release(&x);
-    PyBuffer_Release(&work);
-    PyBuffer_Release(&out);
-    return PyLong_FromSsize_t(changed);
-e6:
-    PyBuffer_Release(&wt);
-e5:
-    PyBuffer_Release(&base);
-e4:
-    PyBuffer_Release(&xref);
-e3:
-    PyBuffer_Release(&x);
-e2:
-    PyBuffer_Release(&work);
-e1:
-    PyBuffer_Release(&out);
-    return NULL;
+    release(&b);
+    return allocated ? PyLong_FromSsize_t(changed) : PyErr_NoMemory();
 }
 
 /* y = yref + sum over the j where h[j] and href[j] differ (bit patterns compared), in increasing j,
@@ -514,42 +474,29 @@ static Py_ssize_t matvec_delta_core(float *restrict y, const float *restrict wt,
 static PyObject *py_matvec_delta(PyObject *self, PyObject *args) {
     PyObject *o_y, *o_wt, *o_h, *o_href, *o_yref;
     if (!PyArg_ParseTuple(args, "OOOOO", &o_y, &o_wt, &o_h, &o_href, &o_yref)) return NULL;
-    Py_buffer y, wt, h, href, yref;
-    Py_ssize_t changed = -1;
-    if (get(o_y, &y, 1, 'f', -1, "matvec_delta y") != 0) return NULL;
-    Py_ssize_t n = count(&y);
-    if (get(o_h, &h, 0, 'f', -1, "matvec_delta h") != 0) goto e1;
-    Py_ssize_t k = count(&h);
-    if (get(o_wt, &wt, 0, 'f', k * n, "matvec_delta wt") != 0) goto e2;
-    if (get(o_href, &href, 1, 'f', k, "matvec_delta href") != 0) goto e3;
-    if (get(o_yref, &yref, 1, 'f', n, "matvec_delta yref") != 0) goto e4;
-    const Py_buffer *written[] = {&y, &href, &yref}, *all[] = {&y, &wt, &h, &href, &yref};
-    if (distinct(written, 3, all, 5, "matvec_delta") != 0) goto e5;
+    Bufs b = {.n = 0};
+    Py_buffer *y, *wt, *h, *href, *yref;
+    if (!(y = take(&b, o_y, 1, 'f', -1, "matvec_delta y"))) return NULL;
+    Py_ssize_t n = count(y);
+    if (!(h = take(&b, o_h, 0, 'f', -1, "matvec_delta h"))) goto fail;
+    Py_ssize_t k = count(h);
+    if (!(wt = take(&b, o_wt, 0, 'f', k * n, "matvec_delta wt")) || !(href = take(&b, o_href, 1, 'f', k, "matvec_delta href"))
+        || !(yref = take(&b, o_yref, 1, 'f', n, "matvec_delta yref")) || distinct(&b, "matvec_delta") != 0)
+        goto fail;
     Py_ssize_t *idx = PyMem_RawMalloc(sizeof(Py_ssize_t) * (size_t)k + 1);
     if (idx == NULL) {
         PyErr_NoMemory();
-        goto e5;
+        goto fail;
     }
+    Py_ssize_t changed;
     Py_BEGIN_ALLOW_THREADS
-    changed = matvec_delta_core(y.buf, wt.buf, h.buf, href.buf, yref.buf, k, n, idx);
+    changed = matvec_delta_core(y->buf, wt->buf, h->buf, href->buf, yref->buf, k, n, idx);
     Py_END_ALLOW_THREADS
     PyMem_RawFree(idx);
-    PyBuffer_Release(&yref);
-    PyBuffer_Release(&href);
-    PyBuffer_Release(&wt);
-    PyBuffer_Release(&h);
-    PyBuffer_Release(&y);
+    release(&b);
     return PyLong_FromSsize_t(changed);
-e5:
-    PyBuffer_Release(&yref);
-e4:
-    PyBuffer_Release(&href);
-e3:
-    PyBuffer_Release(&wt);
-e2:
-    PyBuffer_Release(&h);
-e1:
-    PyBuffer_Release(&y);
+fail:
+    release(&b);
     return NULL;
 }
 
