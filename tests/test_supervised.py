@@ -118,6 +118,58 @@ def test_download_with_a_wrong_md5_is_refused(tmp_path, monkeypatch):
     assert not any((tmp_path / "mnist").iterdir())  # nothing half-downloaded left behind
 
 
+def _jpeg_tarball(path: Path, rng: np.random.Generator, per_class: int) -> dict[str, list]:
+    """A CIFAR-10-layout tarball of random 32x32 JPEGs; returns {split: [(label, pixels HWC), ...]} as PIL
+    decodes them (JPEG is lossy, so the reference is the decoded file, not the random pixels)."""
+    import io
+    import tarfile
+
+    from PIL import Image
+
+    decoded = {"train": [], "test": []}
+    with tarfile.open(path, "w:gz") as tar:
+        for split in decoded:
+            for label, cls in enumerate(sdata.CIFAR_CLASSES):
+                for k in range(per_class):
+                    buf = io.BytesIO()
+                    Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(buf, "JPEG")
+                    info = tarfile.TarInfo(f"cifar10/{split}/{cls}/{k:04d}.jpg")
+                    info.size = len(buf.getvalue())
+                    tar.addfile(info, io.BytesIO(buf.getvalue()))
+                    decoded[split].append((label, np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))))
+    return decoded
+
+
+def test_cifar_jpeg_decodes_to_c_ordered_images_before_and_after_the_cache(tmp_path, monkeypatch):
+    """A first load decodes the JPEGs (no cache yet), a second reads the cache: both give the pixels PIL
+    decodes, channels first, in C order, so that the trainer's batch gather (a view as rows of bytes) works
+    on the very first run as on later ones."""
+    import torch
+
+    monkeypatch.setenv("RLSUB_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "data" / "cifar10").mkdir(parents=True)
+    decoded = _jpeg_tarball(tmp_path / "data" / "cifar10" / sdata.CIFAR_JPEG, np.random.default_rng(0), 2)
+    first = sdata.load_cifar10(tmp_path / "data")
+    assert any((tmp_path / "cache").iterdir())
+    second = sdata.load_cifar10(tmp_path / "data")
+    for data in (first, second):
+        assert data.source == "cifar10-images-jpeg"
+        for split in ("train", "test"):
+            x, y = getattr(data, f"x_{split}"), getattr(data, f"y_{split}")
+            assert x.flags.c_contiguous and x.shape == (20, 3, 32, 32)
+            np.testing.assert_array_equal(y, [label for label, _ in decoded[split]])
+            np.testing.assert_array_equal(x.transpose(0, 2, 3, 1), np.stack([p for _, p in decoded[split]]))
+        images, labels = trainer.Batches(data).train_batch(torch.tensor([3, 0, 17]))
+        assert images.shape == (3, 3, 32, 32) and labels.tolist() == [1, 0, 8]
+
+
+def test_image_data_holds_its_images_in_c_order():
+    x = np.zeros((4, 5, 5, 3), dtype=np.uint8).transpose(0, 3, 1, 2)  # channels-first view of HWC memory
+    data = sdata.ImageData("fake", x, np.zeros(4, dtype=np.int64), x, np.zeros(4, dtype=np.int64), source="mnist-idx")
+    assert data.x_train.flags.c_contiguous and data.x_test.flags.c_contiguous
+    np.testing.assert_array_equal(data.x_train, x)
+
+
 # --- training -----------------------------------------------------------------------------------
 
 

@@ -81,6 +81,13 @@ class ImageData:
     pixel_perm: np.ndarray | None = None  # [H*W] when pixels are shuffled
     shuffled_idx: np.ndarray | None = None  # training positions whose label was replaced
 
+    def __post_init__(self):
+        # consumers view the images as rows of bytes (the trainer's batch gather); hold C order
+        for name in ("x_train", "x_test"):
+            value = getattr(self, name)
+            if not value.flags.c_contiguous:
+                object.__setattr__(self, name, np.ascontiguousarray(value))
+
     @property
     def describe(self) -> str:
         return SOURCES[self.source]
@@ -205,7 +212,9 @@ def _decode_cifar_jpeg(path: Path) -> dict[str, np.ndarray]:
         if not items:
             raise UserError(f"{path} holds no {split}/<class>/*.jpg images")
         items.sort(key=lambda t: (t[0], t[1]))
-        arrays[f"x_{split}"] = np.stack([t[2] for t in items])
+        # each image is a channels-first view of channels-last pixels; np.stack keeps that memory
+        # order, so the stack is made C-contiguous as the cached copy (and every other loader) is
+        arrays[f"x_{split}"] = np.ascontiguousarray(np.stack([t[2] for t in items]))
         arrays[f"y_{split}"] = np.array([t[0] for t in items], dtype=np.int64)
     return arrays
 
