@@ -163,6 +163,31 @@ def test_cifar_jpeg_decodes_to_c_ordered_images_before_and_after_the_cache(tmp_p
         assert images.shape == (3, 3, 32, 32) and labels.tolist() == [1, 0, 8]
 
 
+def test_the_decode_cache_follows_file_contents_not_paths_or_timestamps(tmp_path, monkeypatch):
+    """The same files in another folder (new path, new mtime) reuse the decoded cache; a changed file is
+    decoded afresh into a cache entry of its own."""
+    import shutil
+
+    monkeypatch.setenv("RLSUB_CACHE", str(tmp_path / "cache"))
+    for name in ("a", "b"):
+        (tmp_path / name / "cifar10").mkdir(parents=True)
+    tarball = tmp_path / "a" / "cifar10" / sdata.CIFAR_JPEG
+    _jpeg_tarball(tarball, np.random.default_rng(0), 1)
+    first = sdata.load_cifar10(tmp_path / "a")
+    os.utime(tarball, ns=(1, 1))
+    shutil.copyfile(tarball, tmp_path / "b" / "cifar10" / sdata.CIFAR_JPEG)
+    monkeypatch.setattr(sdata, "_decode_cifar_jpeg", lambda path: pytest.fail("decoded again"))
+    for root in ("a", "b"):
+        np.testing.assert_array_equal(sdata.load_cifar10(tmp_path / root).x_train, first.x_train)
+    assert len(list((tmp_path / "cache").iterdir())) == 1
+    monkeypatch.undo()
+    monkeypatch.setenv("RLSUB_CACHE", str(tmp_path / "cache"))
+    decoded = _jpeg_tarball(tmp_path / "b" / "cifar10" / sdata.CIFAR_JPEG, np.random.default_rng(1), 1)
+    changed = sdata.load_cifar10(tmp_path / "b")
+    np.testing.assert_array_equal(changed.x_train.transpose(0, 2, 3, 1), np.stack([p for _, p in decoded["train"]]))
+    assert len(list((tmp_path / "cache").iterdir())) == 2
+
+
 def test_image_data_holds_its_images_in_c_order():
     x = np.zeros((4, 5, 5, 3), dtype=np.uint8).transpose(0, 3, 1, 2)  # channels-first view of HWC memory
     data = sdata.ImageData("fake", x, np.zeros(4, dtype=np.int64), x, np.zeros(4, dtype=np.int64), source="mnist-idx")

@@ -235,13 +235,17 @@ def _guarded(path: Path, decode) -> dict[str, np.ndarray]:
 def _cache_path(name: str, sources: list[Path]) -> Path:
     """Where the decoded arrays of ``sources`` live: ``$RLSUB_CACHE`` or ``~/.cache/rlsub/cache``.
 
-    The key covers each source's path, size and mtime, so a replaced file is decoded afresh. The
-    data folder itself is never written to (it is often a shared, read-only copy).
+    The key is a hash of the sources' contents (about 30 ms for CIFAR-10's 19 MB), so a replaced file
+    is decoded afresh, while a copy of the same files (another data folder, or the same files copied
+    again with new timestamps) reuses the cache instead of adding another 185 MB decoded copy. The data
+    folder itself is never written to (it is often a shared, read-only copy).
     """
     key = hashlib.sha1()
     for p in sources:
-        st = p.stat()
-        key.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns};".encode())
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                key.update(chunk)
+        key.update(b";")
     folder = Path(os.environ.get("RLSUB_CACHE") or Path.home() / ".cache" / "rlsub" / "cache")
     return folder.expanduser() / f"{name}-{key.hexdigest()[:16]}.npz"
 
