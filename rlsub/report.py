@@ -219,7 +219,10 @@ def _ratio_words(r: float | None) -> str:
     return f"{1 / r:.3g}x easier"
 
 
-def build_rows(sweeps: dict[str, dict]) -> list[dict]:
+def build_rows(sweeps: dict[str, dict], results: str | Path | None = None) -> list[dict]:
+    """One row per task of the paper and per other sweep. A task without a sweep summary whose folder
+    under ``results`` holds a README.md (runs that give no d_int90, e.g. two budget-limited Pong runs)
+    points to it (``partial``)."""
     ref = sweeps.get(REFERENCE_TASK)
     ref_d = ref.get("d_int90_interp") if ref else None
     ref_paper = PAPER[REFERENCE_TASK]["d_int90"]
@@ -231,6 +234,8 @@ def build_rows(sweeps: dict[str, dict]) -> list[dict]:
                "paper_d_int90": paper.get("d_int90"), "paper_D": paper.get("D"), "measured": s is not None}
         if s is None:
             row["command"] = sweep_command(key)
+            if results is not None and (Path(results) / key / "README.md").is_file():
+                row["partial"] = f"{key}/README.md"
         else:
             d = s.get("d_int90_interp")
             boot = s.get("bootstrap") or {}
@@ -309,7 +314,9 @@ def markdown(rows: list[dict], results: str, studies: dict[str, dict] | None = N
         paper_ratio = _ratio_words(r["paper_ratio_mnist"])
         if not r["measured"]:
             lines.append(f"| {r['task']} | {r['domain']} | {_fmt(r['paper_D'])} | not measured | - | "
-                         f"{_fmt(r['paper_d_int90'])} | - | {paper_ratio} | - | - | - | - | `{r['command']}` |")
+                         f"{_fmt(r['paper_d_int90'])} | - | {paper_ratio} | - | - | - | - | "
+                         + (f"runs without a d_int90 in `{r['partial']}`; a sweep: " if r.get("partial") else "")
+                         + f"`{r['command']}` |")
             continue
         if r["reached"]:
             d = f"{_fmt(r['d_int90'])} ({_fmt(r['d_int90_interp'])})"
@@ -597,7 +604,7 @@ def compare_tasks(results: str | Path = "results", out: str | Path | None = None
     results = Path(results)
     out = Path(out) if out else results / "REPORT.md"
     sweeps = load_sweeps(results)
-    rows = build_rows(sweeps)
+    rows = build_rows(sweeps, results)
     plot(sweeps, rows, out.parent / "plots")
     atomic_write_text(out, markdown(rows, str(results), load_studies(results), sweeps))
     return out, rows

@@ -150,6 +150,11 @@ def test_report_from_fixture_results(fake, capsys):
     assert cp["compression"] == pytest.approx(1000 / cp["d_int90_interp"])
     assert not by_key["pong_es"]["measured"]
     assert "rlsub sweep --config configs/sweeps/pong_es.yaml" in text
+    assert "pong_es/README.md" not in text
+    (results / "pong_es").mkdir()  # runs of a task that give no d_int90, described in a README beside them
+    (results / "pong_es" / "README.md").write_text("two runs\n")
+    pong = next(line for line in compare_tasks(results)[0].read_text().splitlines() if line.startswith("| Pong"))
+    assert "runs without a d_int90 in `pong_es/README.md`; a sweep: `rlsub sweep --config configs/sweeps/pong_es.yaml" in pong
     assert "| CartPole, ES, MLP 4-20-20-2 | RL | 1,000 | 5 (" in text
     assert "x easier" in cp_row(text)
     assert (results / "plots" / "curves.png").stat().st_size > 1000
