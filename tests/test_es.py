@@ -437,6 +437,57 @@ def test_step_scan_means_the_evaluations_in_the_second_half_of_the_budget(tmp_pa
     assert "| a | 0.003 | 0.01 | 3 | 40.0 | 50.0 (1,000) |" in capsys.readouterr().out
 
 
+def test_extension_status_tells_reached_running_and_stopped_points_apart(tmp_path, monkeypatch, capsys):
+    """scripts/extension_status.py on a hand-made sweep folder: a point finished at the new budget (final-
+    evaluated, and only it), one whose log runs past its last finished invocation (in progress), one
+    finished at the old budget without a checkpoint; the table lands between the markers of a file."""
+    import importlib.util
+
+    import rlsub.sweep
+
+    spec = importlib.util.spec_from_file_location("_ext_status", ROOT / "scripts" / "extension_status.py")
+    ext = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ext)
+    res = tmp_path / "sw"
+    (res / "runs").mkdir(parents=True)
+    (res / "sweep_config.json").write_text(json.dumps({"final_eval": {"episodes": 3, "seed": 7}}))
+    points = {"d10_s0": (10, 1000, [500, 1000], True), "d20_s0": (20, 200, [100, 200, 600], True),
+              "d30_s0": (30, 200, [100, 200], False), "dfull_s0": (None, 1005, [1005], False)}
+    for name, (d, finished, steps, checkpoint) in points.items():
+        run = res / "runs" / name
+        run.mkdir()
+        (run / "config.json").write_text(json.dumps({"d": d, "seed": 0}))
+        (run / "summary.json").write_text(json.dumps({"timesteps": finished, "wall_time_s": 120.0}))
+        (run / "metrics.jsonl").write_text("".join(json.dumps({"timesteps": t, "eval_return": t / 10}) + "\n"
+                                                   for t in steps))
+        if checkpoint:
+            (run / "checkpoint.npz").write_bytes(b"")
+    evaluated = []
+    monkeypatch.setattr(rlsub.sweep, "final_evaluation", lambda run, spec: evaluated.append((run.name, spec))
+                        or {"value": 42.0, "std": 1.5, "episodes": spec["episodes"]})
+    rows = {r["run"]: r for r in ext.status(res, 1000, evaluate=True)}
+    assert sorted(evaluated) == [("d10_s0", {"episodes": 3, "seed": 7}), ("dfull_s0", {"episodes": 3, "seed": 7})]
+    assert [r["run"] for r in ext.status(res, 1000)] == ["d10_s0", "d20_s0", "d30_s0", "dfull_s0"]
+    assert rows["d20_s0"]["steps_now"] == 600 and not rows["d20_s0"]["reached"]
+    table = ext.markdown(list(rows.values()), 1000)
+    assert "| d10_s0 | 10 | 0 | 1,000 | yes | 100.0 | 42.0 +- 1.5 (3 episodes) | 2 min |" in table
+    assert "| d20_s0 | 20 | 0 | 600 | no: in progress or paused (checkpoint) | 60.0 | - | - |" in table
+    assert "| d30_s0 | 30 | 0 | 200 | no: finished at 200, no checkpoint here | 20.0 | - | - |" in table
+    assert "| dfull_s0 | full | 0 | 1,005 | yes |" in table
+    doc = tmp_path / "EXT.md"
+    doc.write_text(f"intro\n{ext.BEGIN}\nold table\n{ext.END}\ntail\n")
+    ext.main([str(res), "--budget", "1000", "--write", str(doc)])
+    text = doc.read_text()
+    assert text.startswith("intro\n") and text.endswith("tail\n") and "old table" not in text
+    assert f"--budget 1000 --write {doc}" in text and "| d20_s0 | 20 |" in text
+    doc.write_text("no markers\n")
+    with pytest.raises(SystemExit, match="no <!-- extension-status -->"):
+        ext.main([str(res), "--budget", "1000", "--write", str(doc)])
+    assert doc.read_text() == "no markers\n"
+    with pytest.raises(SystemExit, match="no runs/ folder"):
+        ext.main([str(tmp_path / "nothing"), "--budget", "1000"])
+
+
 @pytest.mark.mpi
 def test_mpi_update_shared_over_ranks_gives_the_same_theta_d_for_1_2_and_3_ranks(tmp_path):
     """Above one block, the ranks share the update's noise sums (all-to-all + all-gather): theta_d
