@@ -353,7 +353,10 @@ def markdown(rows: list[dict], results: str, studies: dict[str, dict] | None = N
     lines += ["", "Plots: `plots/curves.png` (performance vs d per task, with baseline and 90% line), "
               "`plots/d_int90.png` (d_int90 of every task, ours beside the paper's, log scale), "
               "`plots/d_int90_budget.png` (d_int90 against the fraction of the budget, per task), "
-              "`plots/baselines.png` (each full-space baseline against its budget)."]
+              "`plots/baselines.png` (each full-space baseline against its budget)"
+              + ("" if not any(s.get("trainer") in ("es", "dqn") for s in (sweeps or {}).values()) else
+                 ", `plots/learning_curves.png` (RL sweeps: evaluation return during training for "
+                 "every d, each seed and their mean)") + "."]
     if notes:
         lines += ["", "Notes:", *notes]
     lines += ["", *baseline_section(sweeps or {})]
@@ -501,7 +504,87 @@ def plot(sweeps: dict[str, dict], rows: list[dict], out_dir: Path) -> list[Path]
     baselines = plot_baselines(sweeps, out_dir)
     if baselines is not None:
         paths.append(baselines)
+    learning = plot_learning_curves(sweeps, out_dir)
+    if learning is not None:
+        paths.append(learning)
     return paths
+
+
+def learning_curves(s: dict, points: int = 200) -> dict:
+    """The RL sweep ``s``'s evaluation return against its budget's unit (generations when the budget is
+    counted in generations, else environment steps), per d ("full" for the baseline), from each run's
+    logged evaluations (its own optimizer's runs, not a cross-check's): {dim: {"seeds": [(x, returns)
+    per seed], "x": grid, "mean": mean over seeds}} and "_x": the unit; the mean is taken on a grid of
+    ``points`` values up to the shortest of the seeds' runs, each seed linearly interpolated between its
+    evaluations. A run that stopped early (it reached its target) keeps its last evaluation from there on,
+    as the sweep values it, so it does not cut the mean short. Empty for a sweep without per-run logs of
+    ``eval_return``."""
+    import numpy as np
+
+    unit = _baseline_budget(s).get("unit") or "environment steps"
+    key = "generation" if unit == "generations" else "timesteps"
+    folder = Path(s["_path"]).parent
+    cross = ((s.get("budget") or {}).get("cross_check") or {}).get("optimizer")
+    path = folder / "points.jsonl"
+    if not path.exists():
+        return {}
+    found: dict = {}
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        point = json.loads(line)
+        if cross and point.get("optimizer") == cross:
+            continue
+        metrics = folder / "runs" / point["point"] / "metrics.jsonl"
+        if not metrics.exists():
+            continue
+        rows = [json.loads(r) for r in metrics.read_text().splitlines() if r.strip()]
+        evals = [(r[key], r["eval_return"]) for r in rows if r.get("eval_return") is not None and r.get(key) is not None]
+        if len(evals) >= 2:
+            steps, values = (np.array(v, dtype=float) for v in zip(*evals))
+            found.setdefault(point["dim"], []).append((steps, values, bool(point.get("stopped_early"))))
+    out: dict = {"_x": unit} if found else {}
+    for dim, runs in found.items():
+        start = max(float(t[0]) for t, _, _ in runs)
+        running = [float(t[-1]) for t, _, stopped in runs if not stopped]
+        end = max(start, min(running) if running else max(float(t[-1]) for t, _, _ in runs))
+        grid = np.linspace(start, end, points) if end > start else np.array([end])
+        mean = np.mean([np.interp(grid, t, v) for t, v, _ in runs], axis=0)  # constant past a run's end
+        out[dim] = {"seeds": [(t, v) for t, v, _ in runs], "x": grid, "mean": mean}
+    return out
+
+
+def plot_learning_curves(sweeps: dict[str, dict], out_dir: Path) -> Path | None:
+    """Evaluation return against the budget's unit for every d of each RL sweep (thin: each seed; thick:
+    their mean), the full-space baseline in black: whether and when each point levelled off."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    drawn = [(k, c) for k, s in sweeps.items() if "_path" in s and (c := learning_curves(s))]
+    if not drawn:
+        return None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fig, axes = _panels(len(drawn), 4.0)
+    for ax, (key, curves) in zip(axes.ravel(), drawn):
+        dims = sorted(d for d in curves if d not in ("full", "_x"))
+        colours = plt.cm.viridis(np.linspace(0, 0.9, max(len(dims), 1)))
+        for dim, colour in [*zip(dims, colours), *([("full", "k")] if "full" in curves else [])]:
+            c = curves[dim]
+            for t, v in c["seeds"]:
+                ax.plot(t, v, color=colour, lw=0.5, alpha=0.35)
+            label = "full space" if dim == "full" else f"d = {dim:,}"
+            ax.plot(c["x"], c["mean"], color=colour, lw=1.6, label=f"{label} ({len(c['seeds'])} seeds)")
+        ax.set_xlabel(curves["_x"])
+        ax.set_ylabel("evaluation return")
+        ax.set_title(PAPER.get(key, {}).get("task", key), fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, ncol=2)
+    fig.suptitle("RL sweeps: evaluation return during training (thin: each seed; thick: mean over seeds up to "
+                 "the shortest run, a run stopped at its target counted at its last value)", fontsize=10)
+    fig.tight_layout()
+    path = _save(fig, out_dir / "learning_curves.png")
+    plt.close(fig)
+    return path
 
 
 def _baseline_curve(s: dict) -> list[tuple[float, float]]:

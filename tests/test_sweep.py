@@ -2,6 +2,7 @@ import json
 import math
 
 import fake_trainer
+import numpy as np
 import pytest
 
 from rlsub import analysis, sweep, trainers
@@ -419,3 +420,43 @@ def test_a_point_that_stopped_at_its_target_takes_a_larger_budget_without_runnin
     record = json.loads((run / "config.json").read_text())
     assert record["generations"] == 8
     assert record["resumed_with"] == [{"key": "generations", "from": 4, "to": 8, "at": summary["generations"]}]
+
+
+def test_learning_curves_average_the_seeds_own_evaluations_per_d(tmp_path):
+    """report.learning_curves against hand-computed means: the budget's unit picks the x axis, a cross-check
+    optimizer's runs are left out, the mean runs up to the shortest running seed with each seed
+    interpolated linearly, and a run stopped at its target counts at its last value after it stopped."""
+    from rlsub.report import learning_curves, plot_learning_curves
+
+    folder = tmp_path / "results" / "cp"
+    runs = {"d2_s0": (2, "openai_es", False, [(0, 10.0), (10, 30.0), (20, 50.0)]),
+            "d2_s1": (2, "openai_es", True, [(0, 20.0), (4, 40.0)]),  # reached its target at generation 4
+            "d2_s2": (2, "openai_es", False, [(0, 0.0), (16, 80.0)]),
+            "d2_s0_cma_es": (2, "cma_es", False, [(0, 500.0), (20, 500.0)]),
+            "dfull_s0": ("full", "openai_es", False, [(0, 100.0), (8, 200.0)])}
+    lines = []
+    for name, (dim, optimizer, stopped, evals) in runs.items():
+        (folder / "runs" / name).mkdir(parents=True)
+        rows = [{"generation": g, "timesteps": 1000 * g + 7, "eval_return": v} for g, v in evals]
+        rows.insert(1, {"generation": 1, "timesteps": 1007, "return_mean": -1.0})  # no evaluation logged
+        (folder / "runs" / name / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        lines.append(json.dumps({"point": name, "dim": dim, "optimizer": optimizer, "stopped_early": stopped}))
+    (folder / "points.jsonl").write_text("\n".join(lines) + "\n")
+    summary = {"sweep": "cp", "trainer": "es", "_path": str(folder / "summary.json"),
+               "budget": {"cross_check": {"optimizer": "cma_es"}},
+               "budget_curve": {"budgets": [{"budget": 20, "unit": "generations", "optimizer": "openai_es"},
+                                            {"budget": 20, "unit": "generations", "optimizer": "cma_es"}]}}
+    curves = learning_curves(summary, points=5)
+    assert curves["_x"] == "generations" and set(curves) == {"_x", 2, "full"}
+    c = curves[2]
+    assert len(c["seeds"]) == 3 and c["x"].tolist() == [0.0, 4.0, 8.0, 12.0, 16.0]
+    s0 = [10.0, 18.0, 26.0, 34.0, 42.0]   # 10 + 2 g up to 10, then 30 + 2 (g - 10)
+    s1 = [20.0, 40.0, 40.0, 40.0, 40.0]   # stopped at 4: its last value from there on
+    s2 = [0.0, 20.0, 40.0, 60.0, 80.0]
+    np.testing.assert_allclose(c["mean"], np.mean([s0, s1, s2], axis=0))
+    np.testing.assert_allclose(curves["full"]["mean"], [100.0, 125.0, 150.0, 175.0, 200.0])
+    summary["budget_curve"]["budgets"] = [{"budget": 20000, "unit": "environment steps", "optimizer": "openai_es"}]
+    assert learning_curves(summary, points=3)["full"]["x"].tolist() == [7.0, 4007.0, 8007.0]
+    path = plot_learning_curves({"cartpole_es": summary, "no_logs": {"sweep": "x", "_path": str(tmp_path / "s.json")}},
+                                tmp_path / "plots")
+    assert path == tmp_path / "plots" / "learning_curves.png" and path.stat().st_size > 10_000
