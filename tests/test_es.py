@@ -427,6 +427,8 @@ def test_step_scan_means_the_evaluations_in_the_second_half_of_the_budget(tmp_pa
     (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     r = scan.scan_row(run, 1000, ["lr", "sigma"])
     assert r["evaluations"] == 3 and r["second_half_mean"] == pytest.approx(40.0)
+    # evaluations (600, 30) and (1000, 50) in the second half: 20 per 400 steps, 50,000 per 1M steps
+    assert r["second_half_slope"] == pytest.approx(50_000.0)
     assert (r["lr"], r["sigma"], r["last"], r["last_at"]) == (0.003, 0.01, 50.0, 1000)
     sys_argv = sys.argv
     try:
@@ -434,7 +436,7 @@ def test_step_scan_means_the_evaluations_in_the_second_half_of_the_budget(tmp_pa
         scan.main()
     finally:
         sys.argv = sys_argv
-    assert "| a | 0.003 | 0.01 | 3 | 40.0 | 50.0 (1,000) |" in capsys.readouterr().out
+    assert "| a | 0.003 | 0.01 | 3 | 40.0 | +50000.0 | 50.0 (1,000) |" in capsys.readouterr().out
 
 
 def test_extension_status_tells_reached_running_and_stopped_points_apart(tmp_path, monkeypatch, capsys):
