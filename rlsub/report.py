@@ -16,6 +16,7 @@ from pathlib import Path
 
 from rlsub.errors import UserError
 from rlsub.paper import PAPER, REFERENCE_TASK, sweep_command
+from rlsub.rundir import read_metrics
 from rlsub.subspace import atomic_write, atomic_write_text
 
 
@@ -284,7 +285,9 @@ def _bytes(n: int) -> str:
 
 
 def markdown(rows: list[dict], results: str, studies: dict[str, dict] | None = None,
-             sweeps: dict[str, dict] | None = None) -> str:
+             sweeps: dict[str, dict] | None = None, plotted: frozenset[str] = frozenset()) -> str:
+    """The report; ``plotted``: the names of the plot files :func:`plot` made (those drawn only for some
+    sweeps are mentioned when they were made)."""
     lines = [
         "# rlsub: intrinsic dimension across tasks",
         "",
@@ -354,9 +357,8 @@ def markdown(rows: list[dict], results: str, studies: dict[str, dict] | None = N
               "`plots/d_int90.png` (d_int90 of every task, ours beside the paper's, log scale), "
               "`plots/d_int90_budget.png` (d_int90 against the fraction of the budget, per task), "
               "`plots/baselines.png` (each full-space baseline against its budget)"
-              + ("" if not any(s.get("trainer") in ("es", "dqn") for s in (sweeps or {}).values()) else
-                 ", `plots/learning_curves.png` (RL sweeps: evaluation return during training for "
-                 "every d, each seed and their mean)") + "."]
+              + (", `plots/learning_curves.png` (RL sweeps: evaluation return during training for every d, "
+                 "each seed and their mean)" if "learning_curves.png" in plotted else "") + "."]
     if notes:
         lines += ["", "Notes:", *notes]
     lines += ["", *baseline_section(sweeps or {})]
@@ -510,15 +512,15 @@ def plot(sweeps: dict[str, dict], rows: list[dict], out_dir: Path) -> list[Path]
     return paths
 
 
-def learning_curves(s: dict, points: int = 200) -> dict:
+def learning_curves(s: dict, points: int = 200) -> tuple[str, dict]:
     """The RL sweep ``s``'s evaluation return against its budget's unit (generations when the budget is
     counted in generations, else environment steps), per d ("full" for the baseline), from each run's
-    logged evaluations (its own optimizer's runs, not a cross-check's): {dim: {"seeds": [(x, returns)
-    per seed], "x": grid, "mean": mean over seeds}} and "_x": the unit; the mean is taken on a grid of
+    logged evaluations (its own optimizer's runs, not a cross-check's): (the unit, {dim: {"seeds":
+    [(x, returns) per seed], "x": grid, "mean": mean over seeds}}); the mean is taken on a grid of
     ``points`` values up to the shortest of the seeds' runs, each seed linearly interpolated between its
     evaluations. A run that stopped early (it reached its target) keeps its last evaluation from there on,
-    as the sweep values it, so it does not cut the mean short. Empty for a sweep without per-run logs of
-    ``eval_return``."""
+    as the sweep values it, so it does not cut the mean short. The dict is empty for a sweep without per-run
+    logs of ``eval_return``."""
     import numpy as np
 
     unit = _baseline_budget(s).get("unit") or "environment steps"
@@ -527,7 +529,7 @@ def learning_curves(s: dict, points: int = 200) -> dict:
     cross = ((s.get("budget") or {}).get("cross_check") or {}).get("optimizer")
     path = folder / "points.jsonl"
     if not path.exists():
-        return {}
+        return unit, {}
     found: dict = {}
     for line in path.read_text().splitlines():
         if not line.strip():
@@ -535,15 +537,12 @@ def learning_curves(s: dict, points: int = 200) -> dict:
         point = json.loads(line)
         if cross and point.get("optimizer") == cross:
             continue
-        metrics = folder / "runs" / point["point"] / "metrics.jsonl"
-        if not metrics.exists():
-            continue
-        rows = [json.loads(r) for r in metrics.read_text().splitlines() if r.strip()]
+        rows = read_metrics(folder / "runs" / point["point"])
         evals = [(r[key], r["eval_return"]) for r in rows if r.get("eval_return") is not None and r.get(key) is not None]
         if len(evals) >= 2:
             steps, values = (np.array(v, dtype=float) for v in zip(*evals))
             found.setdefault(point["dim"], []).append((steps, values, bool(point.get("stopped_early"))))
-    out: dict = {"_x": unit} if found else {}
+    out = {}
     for dim, runs in found.items():
         start = max(float(t[0]) for t, _, _ in runs)
         running = [float(t[-1]) for t, _, stopped in runs if not stopped]
@@ -551,7 +550,7 @@ def learning_curves(s: dict, points: int = 200) -> dict:
         grid = np.linspace(start, end, points) if end > start else np.array([end])
         mean = np.mean([np.interp(grid, t, v) for t, v, _ in runs], axis=0)  # constant past a run's end
         out[dim] = {"seeds": [(t, v) for t, v, _ in runs], "x": grid, "mean": mean}
-    return out
+    return unit, out
 
 
 def plot_learning_curves(sweeps: dict[str, dict], out_dir: Path) -> Path | None:
@@ -560,13 +559,13 @@ def plot_learning_curves(sweeps: dict[str, dict], out_dir: Path) -> Path | None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    drawn = [(k, c) for k, s in sweeps.items() if "_path" in s and (c := learning_curves(s))]
+    drawn = [(k, *lc) for k, s in sweeps.items() if "_path" in s and (lc := learning_curves(s))[1]]
     if not drawn:
         return None
     out_dir.mkdir(parents=True, exist_ok=True)
     fig, axes = _panels(len(drawn), 4.0)
-    for ax, (key, curves) in zip(axes.ravel(), drawn):
-        dims = sorted(d for d in curves if d not in ("full", "_x"))
+    for ax, (key, unit, curves) in zip(axes.ravel(), drawn):
+        dims = sorted(d for d in curves if d != "full")
         colours = plt.cm.viridis(np.linspace(0, 0.9, max(len(dims), 1)))
         for dim, colour in [*zip(dims, colours), *([("full", "k")] if "full" in curves else [])]:
             c = curves[dim]
@@ -574,7 +573,7 @@ def plot_learning_curves(sweeps: dict[str, dict], out_dir: Path) -> Path | None:
                 ax.plot(t, v, color=colour, lw=0.5, alpha=0.35)
             label = "full space" if dim == "full" else f"d = {dim:,}"
             ax.plot(c["x"], c["mean"], color=colour, lw=1.6, label=f"{label} ({len(c['seeds'])} seeds)")
-        ax.set_xlabel(curves["_x"])
+        ax.set_xlabel(unit)
         ax.set_ylabel("evaluation return")
         ax.set_title(PAPER.get(key, {}).get("task", key), fontsize=10)
         ax.grid(alpha=0.3)
@@ -688,6 +687,6 @@ def compare_tasks(results: str | Path = "results", out: str | Path | None = None
     out = Path(out) if out else results / "REPORT.md"
     sweeps = load_sweeps(results)
     rows = build_rows(sweeps, results)
-    plot(sweeps, rows, out.parent / "plots")
-    atomic_write_text(out, markdown(rows, str(results), load_studies(results), sweeps))
+    plotted = frozenset(p.name for p in plot(sweeps, rows, out.parent / "plots"))
+    atomic_write_text(out, markdown(rows, str(results), load_studies(results), sweeps, plotted))
     return out, rows

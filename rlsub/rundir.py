@@ -130,6 +130,21 @@ def check_writable(path: str | Path, what: str = "") -> None:
         raise UserError(f"cannot write {target}: {existing} is not writable")
 
 
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """The rows of a run's ``metrics.jsonl`` ([] without one), up to a last line cut short by a kill: also
+    for reading a run that is in progress or was stopped, without constructing a writer."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut short by a kill
+            break
+    return rows
+
+
 class RunDir:
     """Writer for one run directory."""
 
@@ -218,15 +233,7 @@ class RunDir:
             writer.write(event.SerializeToString())
 
     def metrics(self) -> list[dict]:
-        if not self.metrics_path.exists():
-            return []
-        rows = []
-        for line in self.metrics_path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:  # a line cut short by a kill
-                break
-        return rows
+        return read_metrics(self.path)
 
     def truncate_metrics(self, keep: int, key: str) -> None:
         """Keep only the metric rows whose ``key`` is < keep (used when resuming from a checkpoint)."""

@@ -23,37 +23,23 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from rlsub.subspace import atomic_write_text  # noqa: E402
+from rlsub.rundir import read_metrics
+from rlsub.subspace import atomic_write_text
 
 BEGIN, END = "<!-- extension-status -->", "<!-- /extension-status -->"
 
 
-def _last_row(run: Path) -> dict:
-    last = {}
-    path = run / "metrics.jsonl"
-    if path.exists():
-        for line in path.read_text().splitlines():
-            if line.strip():
-                last = json.loads(line)
-    return last
-
-
-def _last_eval(run: Path) -> float | None:
-    value = None
-    path = run / "metrics.jsonl"
-    if path.exists():
-        for line in path.read_text().splitlines():
-            if '"eval_return"' in line:
-                value = json.loads(line).get("eval_return", value)
-    return value
-
-
-def _order(run: Path) -> tuple:
+def _read(run: Path) -> dict:
+    """What the table needs from one run folder, each file read once."""
     config = json.loads((run / "config.json").read_text())
-    return (config.get("seed", 0), config.get("d") is None, config.get("d") or 0, run.name)
+    summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}
+    rows = read_metrics(run)  # up to a line cut short, for a run stopped mid-write
+    evals = [r["eval_return"] for r in rows if r.get("eval_return") is not None]
+    finished_at = summary.get("timesteps", 0)
+    return {"run": run.name, "d": config.get("d"), "seed": config.get("seed"),
+            "steps_now": max(rows[-1].get("timesteps", 0) if rows else 0, finished_at),
+            "finished_at": finished_at, "checkpoint": (run / "checkpoint.npz").exists(),
+            "last_eval": evals[-1] if evals else None, "wall_time_s": summary.get("wall_time_s")}
 
 
 def status(results: Path, budget: int, evaluate: bool = False) -> list[dict]:
@@ -64,28 +50,22 @@ def status(results: Path, budget: int, evaluate: bool = False) -> list[dict]:
         spec = sweep_config.get("final_eval")
         if not spec:
             raise SystemExit(f"{results}/sweep_config.json has no final_eval: nothing to evaluate with")
-    rows = []
-    runs = [p for p in (results / "runs").iterdir() if (p / "config.json").exists()]
-    for run in sorted(runs, key=_order):
-        config = json.loads((run / "config.json").read_text())
-        summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}
-        now = _last_row(run).get("timesteps", 0)
-        finished_at = summary.get("timesteps", 0)
-        row = {"run": run.name, "d": config.get("d"), "seed": config.get("seed"), "steps_now": max(now, finished_at),
-               "finished_at": finished_at, "reached": finished_at >= budget,
-               "checkpoint": (run / "checkpoint.npz").exists(), "last_eval": _last_eval(run),
-               "wall_time_s": summary.get("wall_time_s") if finished_at >= budget else None}
-        if evaluate and row["reached"]:
+    rows = [_read(p) for p in (results / "runs").iterdir() if (p / "config.json").exists()]
+    rows.sort(key=lambda r: (r["seed"] or 0, r["d"] is None, r["d"] or 0, r["run"]))
+    for row in rows:
+        row["reached"] = row["finished_at"] >= budget
+        if not row["reached"]:
+            row["wall_time_s"] = None  # that of an invocation at the old budget
+        elif evaluate:
             from rlsub.sweep import final_evaluation
 
-            kept = final_evaluation(run, spec)
+            kept = final_evaluation(results / "runs" / row["run"], spec)
             row.update(final=kept["value"], final_std=kept["std"], final_episodes=kept["episodes"])
-        rows.append(row)
     return rows
 
 
 def markdown(rows: list[dict], budget: int) -> str:
-    lines = [f"| point | d | seed | steps now | reached {budget:,} | last training evaluation (5 episodes) | "
+    lines = [f"| point | d | seed | steps now | reached {budget:,} | last training evaluation | "
              "final policy (sweep's final_eval) | wall time (its summary.json) |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:

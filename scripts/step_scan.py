@@ -17,10 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
+from rlsub.rundir import read_metrics
+
 
 def scan_row(run: Path, budget: int, keys: list[str]) -> dict:
     config = json.loads((run / "config.json").read_text())
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rows = read_metrics(run)
     evals = [(r["timesteps"], r["eval_return"]) for r in rows if "eval_return" in r and r["timesteps"] <= budget]
     half = [(t, v) for t, v in evals if t > budget / 2]
     slope = None

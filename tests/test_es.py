@@ -464,6 +464,8 @@ def test_extension_status_tells_reached_running_and_stopped_points_apart(tmp_pat
                                                    for t in steps))
         if checkpoint:
             (run / "checkpoint.npz").write_bytes(b"")
+    with open(res / "runs" / "d20_s0" / "metrics.jsonl", "a") as f:
+        f.write('{"timesteps": 7')  # a run stopped mid-write: the cut line is not read
     evaluated = []
     monkeypatch.setattr(rlsub.sweep, "final_evaluation", lambda run, spec: evaluated.append((run.name, spec))
                         or {"value": 42.0, "std": 1.5, "episodes": spec["episodes"]})

@@ -152,6 +152,7 @@ def test_report_from_fixture_results(fake, capsys):
     assert not by_key["pong_es"]["measured"]
     assert "rlsub sweep --config configs/sweeps/pong_es.yaml" in text
     assert "pong_es/README.md" not in text
+    assert "learning_curves.png" not in text  # the fake runs log no evaluations: no such plot, none named
     (results / "pong_es").mkdir()  # runs of a task that give no d_int90, described in a README beside them
     (results / "pong_es" / "README.md").write_text("two runs\n")
     pong = next(line for line in compare_tasks(results)[0].read_text().splitlines() if line.startswith("| Pong"))
@@ -446,8 +447,8 @@ def test_learning_curves_average_the_seeds_own_evaluations_per_d(tmp_path):
                "budget": {"cross_check": {"optimizer": "cma_es"}},
                "budget_curve": {"budgets": [{"budget": 20, "unit": "generations", "optimizer": "openai_es"},
                                             {"budget": 20, "unit": "generations", "optimizer": "cma_es"}]}}
-    curves = learning_curves(summary, points=5)
-    assert curves["_x"] == "generations" and set(curves) == {"_x", 2, "full"}
+    unit, curves = learning_curves(summary, points=5)
+    assert unit == "generations" and set(curves) == {2, "full"}
     c = curves[2]
     assert len(c["seeds"]) == 3 and c["x"].tolist() == [0.0, 4.0, 8.0, 12.0, 16.0]
     s0 = [10.0, 18.0, 26.0, 34.0, 42.0]   # 10 + 2 g up to 10, then 30 + 2 (g - 10)
@@ -456,7 +457,7 @@ def test_learning_curves_average_the_seeds_own_evaluations_per_d(tmp_path):
     np.testing.assert_allclose(c["mean"], np.mean([s0, s1, s2], axis=0))
     np.testing.assert_allclose(curves["full"]["mean"], [100.0, 125.0, 150.0, 175.0, 200.0])
     summary["budget_curve"]["budgets"] = [{"budget": 20000, "unit": "environment steps", "optimizer": "openai_es"}]
-    assert learning_curves(summary, points=3)["full"]["x"].tolist() == [7.0, 4007.0, 8007.0]
+    assert learning_curves(summary, points=3)[1]["full"]["x"].tolist() == [7.0, 4007.0, 8007.0]
     path = plot_learning_curves({"cartpole_es": summary, "no_logs": {"sweep": "x", "_path": str(tmp_path / "s.json")}},
                                 tmp_path / "plots")
     assert path == tmp_path / "plots" / "learning_curves.png" and path.stat().st_size > 10_000
