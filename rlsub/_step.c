@@ -59,6 +59,10 @@ typedef struct {
 
 /* obj as the next buffer of b (checked as get does): its view, or NULL with the error set. */
 static Py_buffer *take(Bufs *b, PyObject *obj, int writable, char fmt, Py_ssize_t n, const char *name) {
+    if (b->n >= (int)(sizeof b->v / sizeof b->v[0])) {  /* a wrapper taking more than Bufs holds */
+        PyErr_Format(PyExc_SystemError, "%s: more buffers than Bufs holds", name);
+        return NULL;
+    }
     Py_buffer *v = &b->v[b->n];
     if (get(obj, v, writable, fmt, n, name) != 0) return NULL;
     b->writable[b->n++] = (char)writable;
