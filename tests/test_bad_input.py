@@ -207,6 +207,8 @@ CASES = [
      "seed 0 -> 3"),
     ("train-resume-truncated-checkpoint", lambda t: ["train", "--resume", supervised_run(t, good_pt()[:100])],
      "checkpoint.pt is damaged"),
+    ("train-resume-with-config", lambda t: ["train", "--resume", supervised_run(t, good_pt()), "--config", MNIST_FC],
+     "drop --config/--out"),
     ("train-mnist-truncated-gz", lambda t: ["train", "--config", MNIST_FC, "--data-dir", mnist_dir(t, truncated_gz()),
                                             "--out", str(t / "r")], "train-images-idx3-ubyte.gz is corrupt"),
     ("train-mnist-corrupted-gz", lambda t: ["train", "--config", MNIST_FC, "--data-dir", mnist_dir(t, corrupted_gz()),

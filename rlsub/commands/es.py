@@ -28,7 +28,7 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from rlsub.config import parse_sets
     from rlsub.es import trainer
-    from rlsub.trainers import resume_config
+    from rlsub.trainers import train_or_resume
 
     comm = trainer._comm()
     try:
@@ -36,14 +36,7 @@ def run(args) -> int:
         flags = {"dim": args.dim, "projection": args.projection, "seed": args.seed,
                  "generations": args.generations, "pairs": args.pairs}
         overrides.update({k: v for k, v in flags.items() if v is not None})
-        if args.resume:
-            if args.config or args.out:
-                raise UserError("--resume takes its config and directory from RUN_DIR; drop --config/--out")
-            config = resume_config(trainer, args.resume, overrides)
-            summary = trainer.train(config, args.resume, resume=True, quiet=args.quiet)
-        else:
-            config = trainer.resolve(args.config, overrides)
-            summary = trainer.train(config, args.out, quiet=args.quiet)
+        summary = train_or_resume(trainer, args, overrides)
     except Exception as exc:
         if comm.Get_size() > 1:
             # one rank failing must end the whole job, never leave the others waiting in a collective

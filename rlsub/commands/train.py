@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from rlsub.commands import PROJECTION_CHOICES
-from rlsub.errors import UserError
 
 HELP = "train an image classifier (MNIST, CIFAR-10) in a random subspace, or in full space"
 
@@ -32,21 +31,14 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from rlsub.config import parse_sets
     from rlsub.supervised import trainer
-    from rlsub.trainers import resume_config
+    from rlsub.trainers import train_or_resume
 
     overrides = parse_sets(args.set)
     flags = {"dim": args.dim, "projection": args.projection, "seed": args.seed, "epochs": args.epochs,
              "subset": args.subset, "lr": args.lr, "full_lr": args.lr, "batch_size": args.batch_size,
              "threads": args.threads, "data_dir": args.data_dir}
     overrides.update({k: v for k, v in flags.items() if v is not None})
-    if args.resume:
-        if args.config or args.out:
-            raise UserError("--resume takes its config and directory from RUN_DIR; drop --config/--out")
-        config = resume_config(trainer, args.resume, overrides)
-        summary = trainer.train(config, args.resume, resume=True, quiet=args.quiet)
-    else:
-        config = trainer.resolve(args.config, overrides)
-        summary = trainer.train(config, args.out, quiet=args.quiet)
+    summary = train_or_resume(trainer, args, overrides)
     print(f"{summary['task']}: d={summary['dim']} seed={summary['seed']} test acc "
           f"{summary['test_accuracy']:.4f} train acc {summary['train_accuracy']:.4f} after "
           f"{summary['epochs']} epochs, {summary['wall_time_s']:.1f} s [{summary['data_description']}]")
