@@ -32,7 +32,6 @@ from types import ModuleType
 from torch import nn
 
 from rlsub.config import ConfigError, merge
-from rlsub.errors import UserError
 from rlsub.models import build_model, num_params
 from rlsub.rundir import read_json
 from rlsub.subspace import SubspaceModel
@@ -126,15 +125,3 @@ def resume_config(trainer: ModuleType, run_dir: str | Path, overrides: dict) -> 
         raise ConfigError(f"cannot resume {run_dir} with other settings ({diffs}): a run keeps the settings it "
                           f"started with; start a new run with --out instead")
     return config
-
-
-def train_or_resume(trainer: ModuleType, args, overrides: dict) -> dict:
-    """What ``rlsub es`` and ``rlsub train`` do with their arguments: continue ``args.resume`` with
-    ``overrides`` (its budget only), or start a run from ``args.config`` in ``args.out``; the summary."""
-    if args.resume:
-        if args.config or args.out:
-            raise UserError("--resume takes its config and directory from RUN_DIR; drop --config/--out")
-        config = resume_config(trainer, args.resume, overrides)
-        return trainer.train(config, args.resume, resume=True, quiet=args.quiet)
-    config = trainer.resolve(args.config, overrides)
-    return trainer.train(config, args.out, quiet=args.quiet)

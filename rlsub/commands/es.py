@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import traceback
 
-from rlsub.commands import PROJECTION_CHOICES
+from rlsub.commands import PROJECTION_CHOICES, train_or_resume
 from rlsub.errors import UserError
 
 HELP = "train a policy with Evolution Strategies in a random subspace (MPI-parallel)"
@@ -28,7 +28,6 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from rlsub.config import parse_sets
     from rlsub.es import trainer
-    from rlsub.trainers import train_or_resume
 
     comm = trainer._comm()
     try:

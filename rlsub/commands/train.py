@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rlsub.commands import PROJECTION_CHOICES
+from rlsub.commands import PROJECTION_CHOICES, train_or_resume
 
 HELP = "train an image classifier (MNIST, CIFAR-10) in a random subspace, or in full space"
 
@@ -31,7 +31,6 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from rlsub.config import parse_sets
     from rlsub.supervised import trainer
-    from rlsub.trainers import train_or_resume
 
     overrides = parse_sets(args.set)
     flags = {"dim": args.dim, "projection": args.projection, "seed": args.seed, "epochs": args.epochs,
