@@ -368,7 +368,8 @@ def markdown(rows: list[dict], results: str, studies: dict[str, dict] | None = N
 
 def _d_words(a: dict) -> str:
     if not a.get("reached"):
-        top = max((c["dim"] for c in a.get("curve", [])), default=None)
+        # a report row carries its top d as top_dim; a per-optimizer analysis carries its curve
+        top = a.get("top_dim") or max((c["dim"] for c in a.get("curve", [])), default=None)
         return f"not reached (> {_fmt(top)})"
     return f"{_fmt(a['d_int90'])} (interp. {_fmt(a['d_int90_interp'])})"
 

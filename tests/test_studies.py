@@ -441,3 +441,18 @@ def test_report_shows_no_bootstrap_range_for_a_one_seed_sweep():
     assert "| - (1 seed) |" in row
     row = [line for line in three.splitlines() if line.startswith("| MNIST, FC")][0]
     assert "| 900-900 |" in row
+
+
+def test_report_details_name_the_largest_d_of_a_sweep_that_never_reached_the_threshold():
+    from rlsub.report import build_rows, markdown
+
+    sweep = {"sweep": "humanoid_es", "D": 166673, "d_int90": None, "d_int90_interp": None, "reached": False,
+             "bootstrap": {"p16": None, "p84": None, "unreached_frac": 1.0}, "baseline": {"mean": 1000.0},
+             "metric": "eval_return", "seeds": [0, 1], "n_points": 6, "threshold": 900.0,
+             "value_rule": "mean return of the final policy",
+             "curve": [{"dim": 100, "mean": 400.0}, {"dim": 7000, "mean": 700.0}],
+             "budget": {"timesteps_per_point": 1000, "wall_time_s_total": 60.0}}
+    text = markdown(build_rows({"humanoid_es": sweep}), "results")
+    row = [line for line in text.splitlines() if line.startswith("| Humanoid")][0]
+    assert "| not reached (> 7,000) |" in row
+    assert "- value per point: mean return of the final policy; d_int90 not reached (> 7,000)" in text
