@@ -130,17 +130,27 @@ def check_writable(path: str | Path, what: str = "") -> None:
         raise UserError(f"cannot write {target}: {existing} is not writable")
 
 
-def read_metrics(run_dir: str | Path) -> list[dict]:
-    """The rows of a run's ``metrics.jsonl`` ([] without one), up to a last line cut short by a kill: also
-    for reading a run that is in progress or was stopped, without constructing a writer."""
+def read_metrics(run_dir: str | Path, strict: bool = False) -> list[dict]:
+    """The rows of a run's ``metrics.jsonl`` ([] without one); blank lines are skipped.
+
+    By default (``strict=False``) reading stops at the first line that is not JSON: the last line of a
+    run killed mid-write, so a run in progress or stopped can be read without constructing a writer.
+    ``strict=True`` is for a finished run, whose file must be whole: a line that is not JSON raises one
+    UserError naming the file and the line, instead of a result computed from part of the run.
+    """
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         return []
     rows = []
-    for line in path.read_text().splitlines():
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
         try:
             rows.append(json.loads(line))
-        except json.JSONDecodeError:  # a line cut short by a kill
+        except json.JSONDecodeError as e:
+            if strict:
+                raise UserError(f"{path}: line {number} is not a JSON row ({e.msg}); the run's metrics are "
+                                "damaged: rerun the point, or resume it from its checkpoint") from None
             break
     return rows
 

@@ -58,12 +58,6 @@ def prune(out: Path) -> None:
             path.unlink()
 
 
-def read_rows(out: str | Path) -> list[dict]:
-    """A run's metrics.jsonl rows."""
-    path = Path(out) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
-
-
 def bootstrap_mean(values, n: int = 2000, seed: int = 0, lo: float = 16.0, hi: float = 84.0) -> dict:
     """Mean of ``values`` with the lo-hi percentile range of the mean over bootstrap resamples."""
     x = np.asarray([v for v in values if v is not None], dtype=np.float64)

@@ -44,7 +44,7 @@ from rlsub.config import (
     resolve_config,
 )
 from rlsub.errors import UserError
-from rlsub.rundir import RunDir, check_writable, git_commit, machine, write_json
+from rlsub.rundir import RunDir, check_writable, git_commit, machine, read_metrics, write_json
 from rlsub.subspace import atomic_write_text
 from rlsub.trainers import get_trainer
 
@@ -269,13 +269,6 @@ def final_evaluation(run_dir: Path, spec: dict) -> dict:
     return kept
 
 
-def _metrics_rows(results: Path, point: str) -> list[dict]:
-    path = results / "runs" / point / "metrics.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def _point_row(summary: dict) -> dict:
     keep = ("task", "trainer", "D", "d", "dim", "projection", "seed", "optimizer", "metric", "value",
             "value_training_eval", "final_eval_episodes", "metric_min", "solved_value", "timesteps", "epochs", "generations", "budget", "budget_unit",
@@ -302,7 +295,7 @@ def write_outputs(config: dict, command: str) -> dict:
                 f"--seed {fe['seed']}; the budget curve uses the runs' own evaluations during training)")
         analysis["value_rule"] = f"{analysis['value_rule']}, each as the {rule}" if analysis.get("value_rule") else rule
     if points:
-        analysis["budget_curve"] = budget_curve(points, {p["point"]: _metrics_rows(results, p["point"]) for p in points},
+        analysis["budget_curve"] = budget_curve(points, {p["point"]: read_metrics(results / "runs" / p["point"], strict=True) for p in points},
                                                 config["threshold"])
     first = points[0] if points else {}
     summary = {

@@ -15,7 +15,6 @@ generation time), for each of --repeats interleaved repetitions; the figure is t
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rlsub.rundir import git_commit, machine, write_json
+from rlsub.rundir import git_commit, machine, read_metrics, write_json
 from rlsub.subspace import atomic_write_text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,7 +41,7 @@ def one_run(optimizer: str, dim: int, generations: int) -> dict:
     config = trainer.resolve(str(ROOT / "configs/es/cartpole.yaml"), overrides)
     with tempfile.TemporaryDirectory() as tmp:
         trainer.train(config, Path(tmp) / "run", quiet=True)
-        rows = [json.loads(line) for line in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()]
+        rows = read_metrics(Path(tmp) / "run", strict=True)
     rows = [r for r in rows if "opt_time_frac" in r]
     steps = np.diff([0] + [r["timesteps"] for r in rows])[1:]  # the last one may include evaluation steps
     rows = rows[1:]  # after the first generation

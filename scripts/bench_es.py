@@ -81,8 +81,10 @@ def _venv_env() -> dict:
 
 
 def _es_read(run: Path) -> tuple[dict, list[dict]]:
+    from rlsub.rundir import read_metrics
+
     summary = json.loads((run / "summary.json").read_text())
-    return summary, [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return summary, read_metrics(run, strict=True)
 
 
 def es_run(args: list[str], n: int | None = 1) -> tuple[dict, list[dict]]:

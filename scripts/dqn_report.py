@@ -14,6 +14,8 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from rlsub.rundir import read_metrics
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results" / "dqn"
 
@@ -38,7 +40,7 @@ def estimates(runs) -> list[str]:
         if full_path is None:
             continue
         full = yaml.safe_load(full_path.read_text())
-        rows = [json.loads(x) for x in (RESULTS / name / "metrics.jsonl").read_text().splitlines()]
+        rows = read_metrics(RESULTS / name, strict=True)
         rows = [r for r in rows if "fps" in r]
         start = config["dqn"]["learning_starts"]
         before = [r for r in rows if r["timesteps"] <= start]

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rlsub.rundir import read_metrics
+
 # Assumed budgets (environment steps of the agent). Humanoid: Salimans et al. 2017 used about
 # 100,000 timesteps per iteration and a few hundred iterations (3e7 - 1e8 steps). Pong: 1 billion
 # frames = 2.5e8 agent steps at frame skip 4 (the paper's Atari budget).
@@ -37,7 +39,7 @@ def main() -> None:
         for metrics in sorted(folder.glob("*/metrics.jsonl")):
             if not (metrics.parent / "summary.json").exists():
                 continue  # a run still going
-            rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+            rows = read_metrics(metrics.parent, strict=True)
             summary = json.loads((metrics.parent / "summary.json").read_text())
             rates = [r["steps_per_s_per_rank"] for r in rows if "steps_per_s_per_rank" in r]
             if not rates:

@@ -25,13 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from rlsub.rundir import command_line, git_commit, machine, read_json, write_json
+from rlsub.rundir import command_line, git_commit, machine, read_json, read_metrics, write_json
 from rlsub.studies import (
     add_study_arguments,
     bootstrap_mean,
     growth_exponent,
     mean_std,
-    read_rows,
     run_point,
     save_figure,
 )
@@ -102,7 +101,7 @@ def summarise(args) -> dict:
                     acc.append(s["test_accuracy"])
                     rfin.append(s["radius_final"] / s["r_X"])
                     r0s.append(s["r0"] / s["r_X"])
-                    rows = [r for r in read_rows(folder) if "step" in r and "test_acc" not in r]
+                    rows = [r for r in read_metrics(folder, strict=True) if "step" in r and "test_acc" not in r]
                     if mode == "hyperplane" and ratio < 1 and rows:
                         fit = growth_exponent([r["step"] for r in rows], [r["radius"] for r in rows])
                         exps.append({"seed": seed, **fit})
@@ -317,7 +316,7 @@ def plot(s: dict, out: Path, path: Path) -> None:
         for i, ratio in enumerate(s["ratios"]):
             for seed in s["seeds"]:
                 folder = out / "runs" / point_name(task, "hyperplane", ratio, seed)
-                rows = [r for r in read_rows(folder) if "step" in r and "test_acc" not in r and r["step"] > 0]
+                rows = [r for r in read_metrics(folder, strict=True) if "step" in r and "test_acc" not in r and r["step"] > 0]
                 if rows:
                     ax.plot([r["step"] for r in rows], [r["radius"] / t["r_X"] for r in rows],
                             color=cmap(i / (len(s["ratios"]) - 1)), lw=1,

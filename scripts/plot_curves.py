@@ -6,13 +6,14 @@ Usage: python scripts/plot_curves.py RESULTS_DIR [--key return_mean] [--out curv
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from rlsub.rundir import read_metrics  # noqa: E402
 
 
 def main() -> None:
@@ -26,7 +27,7 @@ def main() -> None:
         raise SystemExit(f"no */metrics.jsonl under {args.folder}")
     fig, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 3.5), squeeze=False)
     for ax, path in zip(axes[0], runs):
-        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        rows = read_metrics(path.parent)  # a run in progress too: up to a line cut short
         ax.plot([r["timesteps"] for r in rows], [r[args.key] for r in rows], marker=".", label=args.key)
         ev = [r for r in rows if r.get("eval_return") is not None]
         if ev:

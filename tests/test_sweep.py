@@ -89,6 +89,28 @@ def test_sweep_resumes_after_interruption(fake):
     assert summary["n_points"] == 18 and summary["d_int90"] == 100
 
 
+def test_read_metrics_stops_at_a_cut_line_or_names_it_when_the_run_must_be_whole(tmp_path):
+    from rlsub.errors import UserError
+    from rlsub.rundir import read_metrics
+
+    assert read_metrics(tmp_path) == [] and read_metrics(tmp_path, strict=True) == []
+    (tmp_path / "metrics.jsonl").write_text('{"timesteps": 1}\n\n{"timesteps": 2}\n{"timesteps": 3, "ret')
+    assert read_metrics(tmp_path) == [{"timesteps": 1}, {"timesteps": 2}]  # blank line skipped, cut line dropped
+    with pytest.raises(UserError, match=r"metrics.jsonl: line 4 is not a JSON row"):
+        read_metrics(tmp_path, strict=True)
+
+
+def test_sweep_names_a_finished_point_whose_metrics_are_damaged(fake):
+    from rlsub.errors import UserError
+
+    config = sweep.resolve(write_sweep(fake, dims=[10, 100], seeds=[0]), fake / "results")
+    sweep.run_sweep(config, quiet=True)
+    run = fake / "results" / "fake_sweep" / "runs" / "d100_s0"
+    (run / "metrics.jsonl").write_text('{"timesteps": 5, "score": 1.0}\n{"timesteps": 10, "sc\n{"timesteps": 20}\n')
+    with pytest.raises(UserError, match=r"d100_s0/metrics.jsonl: line 2 is not a JSON row"):
+        sweep.run_sweep(config, quiet=True)
+
+
 def test_resume_refuses_points_run_with_another_config(fake):
     config = sweep.resolve(write_sweep(fake, dims=[50]), fake / "results")
     sweep.run_sweep(config, quiet=True)
