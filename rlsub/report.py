@@ -186,6 +186,8 @@ def _fmt(x, digits=3) -> str:
         return "-"
     if isinstance(x, int) or float(x).is_integer():
         return f"{int(x):,}"
+    if abs(x) >= 1000:  # the same significant digits, written out: 1,050 rather than 1.05e+03
+        return f"{round(float(f'{x:.{digits}g}')):,}"
     return f"{x:.{digits}g}"
 
 
@@ -193,7 +195,7 @@ def _budget(s: dict) -> str:
     b = s.get("budget", {})
     n = s.get("n_points")
     seeds = len(s.get("seeds") or [])
-    parts = [f"{n} runs", f"{seeds} seeds"]
+    parts = [f"{n} runs", f"{seeds} seed" + ("" if seeds == 1 else "s")]
     per_point = {(budget, unit) for _, budget, unit in b.get("per_point") or [] if budget}
     if b.get("timesteps_total"):
         parts.append(f"{b['timesteps_total']:,} env steps")
@@ -573,7 +575,8 @@ def plot_learning_curves(sweeps: dict[str, dict], out_dir: Path) -> Path | None:
             for t, v in c["seeds"]:
                 ax.plot(t, v, color=colour, lw=0.5, alpha=0.35)
             label = "full space" if dim == "full" else f"d = {dim:,}"
-            ax.plot(c["x"], c["mean"], color=colour, lw=1.6, label=f"{label} ({len(c['seeds'])} seeds)")
+            n = len(c["seeds"])
+            ax.plot(c["x"], c["mean"], color=colour, lw=1.6, label=f"{label} ({n} seed{'' if n == 1 else 's'})")
         ax.set_xlabel(unit)
         ax.set_ylabel("evaluation return")
         ax.set_title(PAPER.get(key, {}).get("task", key), fontsize=10)

@@ -208,11 +208,14 @@ def point_name(dim, seed: int, optimizer: str | None = None) -> str:
     return f"d{dim}_s{seed}" + (f"__{optimizer}" if optimizer else "")
 
 
-def _read_points(results: Path, final_eval: dict | None = None) -> list[dict]:
+def _read_points(results: Path, final_eval: dict | None = None, config: dict | None = None,
+                 left_out: list | None = None) -> list[dict]:
     """Every finished point's summary, with its folder name (``point``) and budget (from its config);
     UserError naming the file for one that is damaged or that does not hold the point its folder is
     named after (a copy, a duplicate). With ``final_eval`` ({episodes, seed}) a point's value is its
-    final policy's mean return over those episodes (:func:`final_evaluation`)."""
+    final policy's mean return over those episodes (:func:`final_evaluation`). With the sweep's
+    ``config``, only the points of this sweep as configured now: a point of another seed, or run with
+    other settings or another budget, is left out (appended to ``left_out`` as {point, reason})."""
     rows = []
     runs = results / "runs"
     if runs.is_dir():
@@ -230,14 +233,46 @@ def _read_points(results: Path, final_eval: dict | None = None) -> list[dict]:
             if row.get("metric_min") is None:
                 raise UserError(f"{summary} has no metric_min (the lowest possible value of its metric); "
                                 f"add it, or move its folder away to run the point again")
+            reason = None if config is None else _left_out(config, row, summary.parent)
+            if reason is not None:
+                if left_out is not None:
+                    left_out.append({"point": summary.parent.name, "reason": reason})
+                continue
             config_path = summary.parent / "config.json"
-            config = json.loads(config_path.read_text()) if config_path.exists() else {}
+            recorded = json.loads(config_path.read_text()) if config_path.exists() else {}
             if final_eval is not None:
                 fe = final_evaluation(summary.parent, final_eval)
                 row = {**row, "value_training_eval": row["value"], "value": fe["value"],
                        "final_eval_episodes": fe["episodes"]}
-            rows.append({**row, "point": summary.parent.name, **budget_of(row, config)})
+            rows.append({**row, "point": summary.parent.name, **budget_of(row, recorded)})
     return rows
+
+
+def _left_out(config: dict, row: dict, run_dir: Path) -> str | None:
+    """Why the finished point in ``run_dir`` is not a point of this sweep as configured now (None if it
+    is): a seed outside the sweep's seeds, a cross-check point of a sweep without one, or a record that
+    differs from the config the sweep would run it with (other settings, or a budget that has since
+    grown or shrunk). Such points stay on disk; the summary and the analysis leave them out, so one
+    sweep's numbers never mix seeds or budgets it was not asked for."""
+    full = row["dim"] == "full"
+    seeds = config["baseline_seeds"] if full else config["seeds"]
+    if row["seed"] not in seeds:
+        return f"seed {row['seed']} is not among the sweep's {'baseline ' if full else ''}seeds {list(seeds)}"
+    optimizer = None
+    if run_dir.name != point_name(row["dim"], row["seed"]):  # a cross-check point (its optimizer in its name)
+        if config["cross_check"] is None:
+            return "a cross-check point, and the sweep has no cross_check"
+        optimizer = config["cross_check"]["optimizer"]
+    trainer = get_trainer(config["trainer"])
+    tconfig = _point_config(config, row["dim"], row["seed"], optimizer)
+    grown = _grown_budget(run_dir, tconfig, trainer)
+    if grown:
+        return "its budget is below the sweep's (" + ", ".join(f"{k} -> {tconfig[k]}" for k in grown) + ")"
+    try:
+        _check_same_config(run_dir, tconfig, getattr(trainer, "DEFAULTS", {}))
+    except ConfigError as exc:
+        return str(exc).split(". A sweep resumes")[0].replace(f"{run_dir} was run", "run")
+    return None
 
 
 def final_evaluation(run_dir: Path, spec: dict) -> dict:
@@ -279,7 +314,8 @@ def _point_row(summary: dict) -> dict:
 def write_outputs(config: dict, command: str) -> dict:
     """Rewrite points.jsonl and summary.json from the finished points; returns the summary."""
     results = Path(config["results"])
-    points = _read_points(results, config["final_eval"])
+    left_out: list[dict] = []
+    points = _read_points(results, config["final_eval"], config, left_out)
     rows = [_point_row(p) for p in points]
     rows.sort(key=lambda r: (r["dim"] == "full", r["dim"] if r["dim"] != "full" else 0, r["seed"], r["point"]))
     atomic_write_text(results / "points.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
@@ -316,6 +352,7 @@ def write_outputs(config: dict, command: str) -> dict:
         "data_sources": sorted({str(p.get("data_source") or p.get("source")) for p in points
                                 if p.get("data_source") or p.get("source")}),
         "command": command, "config_file": config["config"], "git_commit": git_commit(), "machine": machine(),
+        "left_out": left_out,  # finished points on disk that are not points of this sweep as configured
         **analysis,
     }
     write_json(results / "summary.json", summary)
@@ -466,17 +503,19 @@ def run_sweep(config: dict, command: str = "", quiet: bool = False) -> dict:
     if config["mode"] == "adaptive":
         D = json.loads((results / "runs" / point_name("full", config["baseline_seeds"][0]) / "summary.json").read_text())["D"]
         while True:
-            nxt = _on_rank0(comm, lambda: _adaptive_next(config, _read_points(results, config["final_eval"]), D))
+            nxt = _on_rank0(comm, lambda: _adaptive_next(config, _read_points(results, config["final_eval"], config), D))
             if not nxt:
                 break
             _execute(config, [(d, s, None) for d in nxt for s in config["seeds"]], comm, quiet, command)
     if config["cross_check"] is not None:
-        plan = _on_rank0(comm, lambda: _cross_check_plan(config, _read_points(results, config["final_eval"])))
+        plan = _on_rank0(comm, lambda: _cross_check_plan(config, _read_points(results, config["final_eval"], config)))
         _execute(config, plan, comm, quiet, command)
     summary = write_outputs(config, command) if rank == 0 else None
     if comm is not None:
         summary = comm.bcast(summary, root=0)
     if not quiet and rank == 0:
+        for p in summary.get("left_out", []):
+            print(f"[{config['name']}] left out of the summary: {p['point']}: {p['reason']}", file=sys.stderr)
         print(f"[{config['name']}] done in {time.time() - t0:.0f} s", file=sys.stderr)
     return summary
 

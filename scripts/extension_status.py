@@ -1,11 +1,12 @@
 """Where each point of an RL sweep stands while its points are continued to a larger step budget.
 
-Usage: python scripts/extension_status.py SWEEP_RESULTS --budget STEPS [--evaluate] [--write FILE]
+Usage: python scripts/extension_status.py SWEEP_RESULTS --budget STEPS [--baseline-budget STEPS]
+       [--evaluate] [--write FILE]
 
 For every run under ``SWEEP_RESULTS/runs/``: the environment steps it has now (its last logged
 generation, so a run in progress or paused shows how far it got), the budget its last finished
 invocation ran to (``summary.json``), its last training evaluation, and whether it has reached
-``--budget``. With ``--evaluate``, each run that has reached it gets the sweep's own final evaluation
+``--budget`` (the full-space points: ``--baseline-budget``, when the baseline's budget differs). With ``--evaluate``, each run that has reached it gets the sweep's own final evaluation
 (``final_eval`` of ``SWEEP_RESULTS/sweep_config.json``: N noiseless episodes from fixed reset seeds,
 ``rlsub eval RUN --episodes N --seed S``), kept in the run's ``final_eval.json`` keyed by its theta_d,
 so the sweep re-run at the new budget reuses it instead of evaluating again.
@@ -42,8 +43,9 @@ def _read(run: Path) -> dict:
             "last_eval": evals[-1] if evals else None, "wall_time_s": summary.get("wall_time_s")}
 
 
-def status(results: Path, budget: int, evaluate: bool = False) -> list[dict]:
-    """One dict per run folder under ``results/runs`` (seed, then d, full space last)."""
+def status(results: Path, budget: int, evaluate: bool = False, baseline_budget: int | None = None) -> list[dict]:
+    """One dict per run folder under ``results/runs`` (seed, then d, full space last); the full-space
+    points are held to ``baseline_budget`` when given."""
     spec = None
     if evaluate:
         sweep_config = json.loads((results / "sweep_config.json").read_text())
@@ -53,7 +55,8 @@ def status(results: Path, budget: int, evaluate: bool = False) -> list[dict]:
     rows = [_read(p) for p in (results / "runs").iterdir() if (p / "config.json").exists()]
     rows.sort(key=lambda r: (r["seed"] or 0, r["d"] is None, r["d"] or 0, r["run"]))
     for row in rows:
-        row["reached"] = row["finished_at"] >= budget
+        own = baseline_budget if (row["d"] is None and baseline_budget) else budget
+        row["reached"] = row["finished_at"] >= own
         if not row["reached"]:
             row["wall_time_s"] = None  # that of an invocation at the old budget
         elif evaluate:
@@ -64,8 +67,9 @@ def status(results: Path, budget: int, evaluate: bool = False) -> list[dict]:
     return rows
 
 
-def markdown(rows: list[dict], budget: int) -> str:
-    lines = [f"| point | d | seed | steps now | reached {budget:,} | last training evaluation | "
+def markdown(rows: list[dict], budget: int, baseline_budget: int | None = None) -> str:
+    target = f"{budget:,}" + (f" (full space {baseline_budget:,})" if baseline_budget else "")
+    lines = [f"| point | d | seed | steps now | reached {target} | last training evaluation | "
              "final policy (sweep's final_eval) | wall time (its summary.json) |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -99,12 +103,14 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("results", type=Path, help="a sweep's results folder (with runs/ and sweep_config.json)")
     p.add_argument("--budget", type=int, required=True, help="the step budget the points are continued to")
+    p.add_argument("--baseline-budget", type=int, help="the full-space points' budget, if not --budget")
     p.add_argument("--evaluate", action="store_true", help="final-evaluate the points that reached the budget")
     p.add_argument("--write", type=Path, help="also write the table into this file's marked section")
     args = p.parse_args(argv)
     if not (args.results / "runs").is_dir():
         raise SystemExit(f"{args.results} has no runs/ folder: not a sweep's results")
-    table = markdown(status(args.results, args.budget, args.evaluate), args.budget)
+    table = markdown(status(args.results, args.budget, args.evaluate, args.baseline_budget), args.budget,
+                     args.baseline_budget)
     print(table, end="")
     if args.write:
         words = ["python", "scripts/extension_status.py", *(argv if argv is not None else sys.argv[1:])]

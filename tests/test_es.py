@@ -478,6 +478,11 @@ def test_extension_status_tells_reached_running_and_stopped_points_apart(tmp_pat
     assert "| d20_s0 | 20 | 0 | 600 | no: in progress or paused (checkpoint) | 60.0 | - | - |" in table
     assert "| d30_s0 | 30 | 0 | 200 | no: finished at 200, no checkpoint here | 20.0 | - | - |" in table
     assert "| dfull_s0 | full | 0 | 1,005 | yes |" in table
+    held = {r["run"]: r for r in ext.status(res, 1000, baseline_budget=2000)}  # the baseline held to its own budget
+    assert held["d10_s0"]["reached"] and not held["dfull_s0"]["reached"]
+    table = ext.markdown(list(held.values()), 1000, 2000)
+    assert "| reached 1,000 (full space 2,000) |" in table
+    assert "| dfull_s0 | full | 0 | 1,005 | no: finished at 1,005, no checkpoint here |" in table
     doc = tmp_path / "EXT.md"
     doc.write_text(f"intro\n{ext.BEGIN}\nold table\n{ext.END}\ntail\n")
     ext.main([str(res), "--budget", "1000", "--write", str(doc)])

@@ -447,7 +447,7 @@ def test_report_details_name_the_largest_d_of_a_sweep_that_never_reached_the_thr
     from rlsub.report import build_rows, markdown
 
     sweep = {"sweep": "humanoid_es", "D": 166673, "d_int90": None, "d_int90_interp": None, "reached": False,
-             "bootstrap": {"p16": None, "p84": None, "unreached_frac": 1.0}, "baseline": {"mean": 1000.0},
+             "bootstrap": {"p16": None, "p84": None, "unreached_frac": 1.0}, "baseline": {"mean": 1052.1},
              "metric": "eval_return", "seeds": [0, 1], "n_points": 6, "threshold": 900.0,
              "value_rule": "mean return of the final policy",
              "curve": [{"dim": 100, "mean": 400.0}, {"dim": 7000, "mean": 700.0}],
@@ -455,4 +455,7 @@ def test_report_details_name_the_largest_d_of_a_sweep_that_never_reached_the_thr
     text = markdown(build_rows({"humanoid_es": sweep}), "results")
     row = [line for line in text.splitlines() if line.startswith("| Humanoid")][0]
     assert "| not reached (> 7,000) |" in row
+    assert "| 1,050 eval_return |" in row and "| 6 runs, 2 seeds," in row  # not 1.05e+03
+    one = markdown(build_rows({"humanoid_es": {**sweep, "seeds": [1]}}), "results")
+    assert "| 6 runs, 1 seed," in [line for line in one.splitlines() if line.startswith("| Humanoid")][0]
     assert "- value per point: mean return of the final policy; d_int90 not reached (> 7,000)" in text

@@ -111,6 +111,26 @@ def test_sweep_names_a_finished_point_whose_metrics_are_damaged(fake):
         sweep.run_sweep(config, quiet=True)
 
 
+def test_summary_leaves_out_points_of_other_seeds_or_settings_found_on_disk(fake):
+    results = fake / "results"
+    sweep.run_sweep(sweep.resolve(write_sweep(fake, dims=[10, 100], seeds=[0, 1]), results), quiet=True)
+    # the same folder summarised for seed 1 only: seed 0's points stay on disk, out of the numbers
+    summary = sweep.run_sweep(sweep.resolve(write_sweep(fake, dims=[10, 100], seeds=[1]), results), quiet=True)
+    assert summary["seeds"] == [1] and summary["n_points"] == 3
+    assert sorted(p["point"] for p in summary["left_out"]) == ["d100_s0", "d10_s0", "dfull_s0"]
+    assert all("seed 0 is not among" in p["reason"] for p in summary["left_out"])
+    kept = [json.loads(line)["point"] for line in (results / "fake_sweep" / "points.jsonl").read_text().splitlines()]
+    assert sorted(kept) == ["d100_s1", "d10_s1", "dfull_s1"]
+    assert (results / "fake_sweep" / "runs" / "d10_s0" / "summary.json").exists()
+    # other settings for the subspace points (the baseline's kept): the old points at other d are left out
+    summary = sweep.run_sweep(sweep.resolve(write_sweep(fake, dims=[50], seeds=[1], overrides={"top": 2.0},
+                                                        baseline_overrides={"top": 1.0}), results), quiet=True)
+    assert summary["n_points"] == 2 and summary["baseline"]["mean"] == 1.0
+    assert summary["curve"] == [{"dim": 50, "mean": 1.0, "n": 1, "std": 0.0, "values": [1.0]}]  # 2.0 x 50 / 100
+    reasons = {p["point"]: p["reason"] for p in summary["left_out"]}
+    assert "top: 1.0 -> 2.0" in reasons["d10_s1"] and "top: 1.0 -> 2.0" in reasons["d100_s1"]
+
+
 def test_resume_refuses_points_run_with_another_config(fake):
     config = sweep.resolve(write_sweep(fake, dims=[50]), fake / "results")
     sweep.run_sweep(config, quiet=True)
@@ -200,7 +220,7 @@ def test_budget_label_heads_the_report_budget(fake):
     assert summary["budget_label"] == "budget-limited (one seed)"
     out, _ = compare_tasks(results)
     budget_cell = cp_row(out.read_text()).rstrip(" |").split(" | ")[-1]
-    assert budget_cell.startswith("**budget-limited (one seed)**: 6 runs, 1 seeds")
+    assert budget_cell.startswith("**budget-limited (one seed)**: 6 runs, 1 seed,")
     with pytest.raises(ConfigError, match="budget_label"):
         sweep.resolve(write_sweep(fake, budget_label=5))
 
@@ -217,18 +237,18 @@ def test_report_budget_names_a_baseline_budget_that_differs_from_the_subspace_po
     summary = {"n_points": 3, "seeds": [0], "budget": {
         "per_point": [["-", 2_000_000, "environment steps"], ["-", 6_000_000, "environment steps"]],
         "per_side": json.loads(json.dumps(side)), "timesteps_total": 30, "wall_time_s_total": 60}}
-    assert _budget(summary) == ("3 runs, 1 seeds, 30 env steps, 2,000,000 environment steps per subspace run, "
+    assert _budget(summary) == ("3 runs, 1 seed, 30 env steps, 2,000,000 environment steps per subspace run, "
                                 "6,000,000 environment steps for the full-space baseline, 1.0 min")
     summary["budget"]["per_point"] = [["-", 2_000_000, "environment steps"]]
-    assert _budget(summary) == "3 runs, 1 seeds, 30 env steps, 2,000,000 environment steps per run, 1.0 min"
+    assert _budget(summary) == "3 runs, 1 seed, 30 env steps, 2,000,000 environment steps per run, 1.0 min"
 
 
 def test_sweep_summary_keeps_the_budget_of_each_side(fake, monkeypatch):
     """summary.json's budget.per_side: the subspace points' budgets and the baseline's, apart."""
     real = sweep._read_points
 
-    def with_budgets(results, final_eval=None):
-        rows = real(results, final_eval)
+    def with_budgets(results, *args):
+        rows = real(results, *args)
         for r in rows:
             r.update(budget=600 if r["dim"] == "full" else 200, budget_unit="epochs")
         return rows
@@ -427,6 +447,20 @@ def test_a_sweep_whose_budget_grew_continues_its_points_as_if_run_with_it_from_t
     assert values == fresh_values and summary["n_points"] == 2
     with pytest.raises(ConfigError, match=r"generations: 5 -> 3"):
         sweep.run_sweep(_cartpole_sweep(tmp_path, "grow", f"{base}, generations: 3"), quiet=True)
+
+
+def test_a_point_left_at_a_smaller_budget_stays_out_of_the_summary(tmp_path):
+    """A point at another d, finished at the old budget (its checkpoint could continue it), is not mixed
+    into the summary of the sweep whose budget grew."""
+    base = "pairs: 4, eval_episodes: 1, eval_every: 1, target_return: null"
+    path = tmp_path / "mix.yaml"
+    path.write_text(f"trainer: es\nconfig: cartpole\ndims: [2, 3]\nseeds: [0]\nbootstrap: 0\n"
+                    f"overrides: {{{base}, generations: 2}}\n")
+    sweep.run_sweep(sweep.resolve(path, results_root=tmp_path / "results"), quiet=True)
+    summary = sweep.run_sweep(_cartpole_sweep(tmp_path, "mix", f"{base}, generations: 4"), quiet=True)  # d = 2 only
+    assert summary["n_points"] == 2 and [c["dim"] for c in summary["curve"]] == [2]
+    assert summary["budget"]["per_point"] == [("openai_es", 4, "generations")]
+    assert summary["left_out"] == [{"point": "d3_s0", "reason": "its budget is below the sweep's (generations -> 4)"}]
 
 
 def test_a_point_that_stopped_at_its_target_takes_a_larger_budget_without_running(tmp_path):
