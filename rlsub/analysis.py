@@ -27,6 +27,18 @@ import numpy as np
 EVAL_KEYS = {"eval_return": "eval_return", "test_accuracy": "test_acc", "train_accuracy": "train_acc_running"}
 
 
+def fmt_number(x, digits: int = 3) -> str:
+    """A figure for reports and the terminal: integers with thousands separators, other numbers to
+    ``digits`` significant digits, written out from 1,000 up (1,050 rather than 1.05e+03); None as "-"."""
+    if x is None:
+        return "-"
+    if isinstance(x, int) or float(x).is_integer():
+        return f"{int(x):,}"
+    if abs(x) >= 1000:
+        return f"{round(float(f'{x:.{digits}g}')):,}"
+    return f"{x:.{digits}g}"
+
+
 def by_dim(points: list[dict], key: str = "value") -> dict[int, list[float]]:
     out: dict[int, list[float]] = {}
     for p in points:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from rlsub.analysis import fmt_number as _fmt
 from rlsub.errors import UserError
 from rlsub.paper import PAPER, REFERENCE_TASK, sweep_command
 from rlsub.rundir import read_metrics
@@ -179,16 +180,6 @@ def study_sections(studies: dict[str, dict]) -> list[str]:
 #: axis labels in words
 METRIC_WORDS = {"eval_return": "evaluation return", "test_accuracy": "test accuracy",
                 "train_accuracy": "training accuracy"}
-
-
-def _fmt(x, digits=3) -> str:
-    if x is None:
-        return "-"
-    if isinstance(x, int) or float(x).is_integer():
-        return f"{int(x):,}"
-    if abs(x) >= 1000:  # the same significant digits, written out: 1,050 rather than 1.05e+03
-        return f"{round(float(f'{x:.{digits}g}')):,}"
-    return f"{x:.{digits}g}"
 
 
 def _budget(s: dict) -> str:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rlsub.analysis import analyse_sweep, budget_curve, budget_of
+from rlsub.analysis import analyse_sweep, budget_curve, budget_of, fmt_number
 from rlsub.config import (
     Bool,
     ConfigError,
@@ -650,14 +650,14 @@ def format_result(summary: dict) -> str:
     name = summary["sweep"]
     if summary.get("baseline") is None:
         return f"{name}: no baseline yet"
-    b = summary["baseline"]
-    head = f"{name}: baseline {b['mean']:.3g} +- {b['std']:.2g} (n={b['n']}), threshold {summary['threshold']:.3g}"
+    b, f = summary["baseline"], fmt_number
+    head = f"{name}: baseline {f(b['mean'])} +- {f(b['std'], 2)} (n={b['n']}), threshold {f(summary['threshold'])}"
     if not summary["reached"]:
         top = max((c["dim"] for c in summary["curve"]), default=None)
-        return f"{head}; d_int90 not reached up to d = {top}"
+        return f"{head}; d_int90 not reached up to d = {f(top)}"
     boot = summary.get("bootstrap") or {}
     unc = ""
     if boot.get("p16") is not None:  # p84 is None when over 16% of the resamples reach no d of the grid
-        hi = f"-{boot['p84']:.3g}" if boot.get("p84") is not None else f" to > {boot.get('censored_above')}"
-        unc = f" [bootstrap 16-84%: {boot['p16']:.3g}{hi}]"
-    return f"{head}; d_int90 = {summary['d_int90']} (interpolated {summary['d_int90_interp']:.3g}){unc}"
+        hi = f"-{f(boot['p84'])}" if boot.get("p84") is not None else f" to > {f(boot.get('censored_above'))}"
+        unc = f" [bootstrap 16-84%: {f(boot['p16'])}{hi}]"
+    return f"{head}; d_int90 = {f(summary['d_int90'])} (interpolated {f(summary['d_int90_interp'])}){unc}"

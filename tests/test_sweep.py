@@ -267,10 +267,13 @@ def test_result_line_says_when_the_upper_bootstrap_percentile_lies_above_the_gri
     summary = {"sweep": "h", "baseline": {"mean": 705.6, "std": 44.7, "n": 2}, "threshold": 635.0, "reached": True,
                "d_int90": 2000, "d_int90_interp": 1553.0,
                "bootstrap": {"p16": 1130.7, "p84": None, "censored_above": 7000}}
-    assert sweep.format_result(summary) == ("h: baseline 706 +- 45 (n=2), threshold 635; d_int90 = 2000 "
-                                            "(interpolated 1.55e+03) [bootstrap 16-84%: 1.13e+03 to > 7000]")
+    assert sweep.format_result(summary) == ("h: baseline 706 +- 45 (n=2), threshold 635; d_int90 = 2,000 "
+                                            "(interpolated 1,553) [bootstrap 16-84%: 1,130 to > 7,000]")
     summary["bootstrap"]["p84"] = 3000.0
-    assert sweep.format_result(summary).endswith("[bootstrap 16-84%: 1.13e+03-3e+03]")
+    assert sweep.format_result(summary).endswith("[bootstrap 16-84%: 1,130-3,000]")
+    summary.update(reached=False, baseline={"mean": 1052.1, "std": 0.0, "n": 1}, threshold=946.9,
+                   curve=[{"dim": 100}, {"dim": 7000}])
+    assert sweep.format_result(summary) == "h: baseline 1,050 +- 0 (n=1), threshold 947; d_int90 not reached up to d = 7,000"
 
 
 def cp_row(text):
