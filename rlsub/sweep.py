@@ -268,11 +268,8 @@ def _left_out(config: dict, row: dict, run_dir: Path) -> str | None:
     grown = _grown_budget(run_dir, tconfig, trainer)
     if grown:
         return "its budget is below the sweep's (" + ", ".join(f"{k} -> {tconfig[k]}" for k in grown) + ")"
-    try:
-        _check_same_config(run_dir, tconfig, getattr(trainer, "DEFAULTS", {}))
-    except ConfigError as exc:
-        return str(exc).split(". A sweep resumes")[0].replace(f"{run_dir} was run", "run")
-    return None
+    diffs = _config_changes(run_dir, tconfig, getattr(trainer, "DEFAULTS", {}))
+    return None if diffs is None else f"run with another config ({diffs})"
 
 
 def final_evaluation(run_dir: Path, spec: dict) -> dict:
@@ -432,13 +429,13 @@ def _larger(new, old) -> bool:
     return new > old
 
 
-def _check_same_config(run_dir: Path, tconfig: dict, defaults: dict, allow: list | tuple = ()) -> None:
-    """A finished point is reused only if it ran the config this sweep would run now (``allow``:
-    keys that may differ, a budget that grew). A key the point's record lacks (added to rlsub since)
-    matches when it holds the trainer's default."""
+def _config_changes(run_dir: Path, tconfig: dict, defaults: dict, allow: list | tuple = ()) -> str | None:
+    """How the point's record in ``run_dir`` differs from ``tconfig`` ("key: recorded -> now; ..."), or
+    None when it matches (``allow``: keys that may differ, a budget that grew). A key the record lacks
+    (added to rlsub since) matches when it holds the trainer's default."""
     path = run_dir / "config.json"
     if not path.exists():
-        return
+        return None
     try:
         recorded = json.loads(path.read_text())
     except ValueError as exc:
@@ -447,8 +444,16 @@ def _check_same_config(run_dir: Path, tconfig: dict, defaults: dict, allow: list
     changed = sorted(k for k in now if k in recorded and recorded[k] != now[k] and k not in allow)
     changed += sorted(k for k in now if k not in recorded
                       and (k not in defaults or json.loads(json.dumps(defaults[k])) != now[k]))
-    if changed:
-        diffs = "; ".join(f"{k}: {recorded.get(k, '(absent)')!r} -> {now[k]!r}" for k in changed[:5])
+    if not changed:
+        return None
+    return "; ".join(f"{k}: {recorded.get(k, '(absent)')!r} -> {now[k]!r}" for k in changed[:5])
+
+
+def _check_same_config(run_dir: Path, tconfig: dict, defaults: dict, allow: list | tuple = ()) -> None:
+    """A finished point is reused only if it ran the config this sweep would run now (see
+    :func:`_config_changes`)."""
+    diffs = _config_changes(run_dir, tconfig, defaults, allow)
+    if diffs:
         raise ConfigError(f"{run_dir} was run with another config ({diffs}). A sweep resumes only with the "
                           f"settings it started with, or a larger budget: restore them, or move the results "
                           f"folder away to start afresh.")
