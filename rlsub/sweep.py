@@ -621,6 +621,9 @@ class _Progress:
     def __init__(self, config: dict, total: int, parallel: int, quiet: bool):
         self.name, self.total, self.parallel, self.quiet = config["name"], total, parallel, quiet
         self.started, self.times = time.time(), []
+        # with final_eval the sweep values a point by its final policy, evaluated when the outputs are
+        # written; the line shows the run's own last evaluation, and says so
+        self.value_words = "last training " if config.get("final_eval") else ""
 
     def point(self, k: int, point: tuple, summary: dict, seconds: float, reused: bool) -> None:
         dim, seed, optimizer = point
@@ -632,7 +635,7 @@ class _Progress:
         eta = _clock(left * float(np.mean(self.times)) / self.parallel) if self.times else "?"
         how = "reused" if reused else f"{seconds:.1f} s"
         opt = f" {optimizer}" if optimizer else ""
-        print(f"[{self.name}] {k + 1}/{self.total} d={dim} seed={seed}{opt}: {summary.get('metric')} "
+        print(f"[{self.name}] {k + 1}/{self.total} d={dim} seed={seed}{opt}: {self.value_words}{summary.get('metric')} "
               f"{summary.get('value', float('nan')):.4g} ({how}); elapsed {_clock(time.time() - self.started)}, "
               f"ETA {eta}", file=sys.stderr)
 

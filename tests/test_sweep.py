@@ -344,6 +344,10 @@ def test_sweep_prints_i_of_n_each_result_elapsed_and_eta(fake, capsys):
     assert all("elapsed 0:00:0" in ln and "ETA 0:00:00" in ln for ln in lines)
     sweep.run_sweep(config)  # finished points are reused, and said to be
     assert "(reused); elapsed" in capsys.readouterr().err
+    # an RL sweep valued by its final policies: the line's number is the run's last training evaluation
+    sweep._Progress({"name": "h", "final_eval": {"episodes": 50, "seed": 100000}}, 1, 1, False).point(
+        0, (100, 1, None), {"metric": "eval_return", "value": 554.7}, 1.0, True)
+    assert "[h] 1/1 d=100 seed=1: last training eval_return 554.7 (reused)" in capsys.readouterr().err
 
 
 def test_final_eval_values_points_by_their_final_policy_over_many_episodes(tmp_path, monkeypatch):
