@@ -458,7 +458,7 @@ def plot(sweeps: dict[str, dict], rows: list[dict], out_dir: Path) -> list[Path]
                 ax.axhline(s["threshold"], color="r", ls="--", lw=1, label="90% threshold")
             if s.get("d_int90_interp"):
                 ax.axvline(s["d_int90_interp"], color="g", ls=":")
-                ax.text(s["d_int90_interp"], ax.get_ylim()[0], f" d_int90 ~ {s['d_int90_interp']:.3g}", color="g",
+                ax.text(s["d_int90_interp"], ax.get_ylim()[0], f" d_int90 ~ {_fmt(s['d_int90_interp'])}", color="g",
                         fontsize=7, va="bottom")
             ax.set_xscale("log")
             ax.set_xticks(dims)
