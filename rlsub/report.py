@@ -347,7 +347,8 @@ def markdown(rows: list[dict], results: str, studies: dict[str, dict] | None = N
     if details:
         lines += ["", "## Details of the measured tasks", "", *details]
     lines += ["", "Plots: `plots/curves.png` (performance vs d per task, with baseline and 90% line), "
-              "`plots/d_int90.png` (d_int90 of every task, ours beside the paper's, log scale), "
+              "`plots/d_int90.png` (d_int90 of every task, ours beside the paper's, log scale; a task whose threshold "
+              "no d reached is marked at its largest d), "
               "`plots/d_int90_budget.png` (d_int90 against the fraction of the budget, per task), "
               "`plots/baselines.png` (each full-space baseline against its budget)"
               + (", `plots/learning_curves.png` (RL sweeps: evaluation return during training for every d, "
@@ -476,10 +477,12 @@ def plot(sweeps: dict[str, dict], rows: list[dict], out_dir: Path) -> list[Path]
     ys = range(len(rows))
     ax.scatter([r["paper_d_int90"] or float("nan") for r in rows], ys, marker="s", color="tab:orange",
                label="paper")
-    ours = [(r.get("d_int90_interp") if r["measured"] and r.get("reached") else float("nan")) for r in rows]
-    grid = [(r.get("d_int90") if r["measured"] and r.get("reached") else float("nan")) for r in rows]
-    ax.scatter(grid, ys, marker="|", s=150, color="tab:blue", label="rlsub, grid d_int90")
-    ax.scatter(ours, ys, marker="o", color="tab:blue", label="rlsub, interpolated (bar: bootstrap 16-84%)")
+    marks = d_int90_marks(rows)
+    ax.scatter(marks["grid"], ys, marker="|", s=150, color="tab:blue", label="rlsub, grid d_int90")
+    ax.scatter(marks["interp"], ys, marker="o", color="tab:blue", label="rlsub, interpolated (bar: bootstrap 16-84%)")
+    if any(x == x for x in marks["above"]):  # a measured task whose threshold no d reached: a lower bound
+        ax.scatter(marks["above"], ys, marker=">", s=60, facecolors="none", edgecolors="tab:red",
+                   label="rlsub, not reached: above the largest d measured")
     for y, r in zip(ys, rows):
         if r["measured"] and r.get("p16") is not None:
             hi = r["p84"] if r.get("p84") is not None else r.get("top_dim")
@@ -492,7 +495,7 @@ def plot(sweeps: dict[str, dict], rows: list[dict], out_dir: Path) -> list[Path]
     ax.set_xlabel("d_int90 (log scale)")
     ax.invert_yaxis()
     ax.grid(axis="x", which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.09), ncol=2, frameon=False)  # off the rows
     fig.tight_layout()
     paths.append(_save(fig, out_dir / "d_int90.png"))
     plt.close(fig)
@@ -504,6 +507,19 @@ def plot(sweeps: dict[str, dict], rows: list[dict], out_dir: Path) -> list[Path]
     if learning is not None:
         paths.append(learning)
     return paths
+
+
+def d_int90_marks(rows: list[dict]) -> dict[str, list[float]]:
+    """What d_int90.png draws on each report row's line (NaN: nothing): ``grid`` and ``interp``, the grid
+    and interpolated d_int90 of a measured task that reached its threshold; ``above``, the largest d
+    measured of a measured task that did not (its d_int90 lies above it)."""
+    nan = float("nan")
+
+    def pick(r, key, reached):
+        return r.get(key) if r["measured"] and bool(r.get("reached")) == reached and r.get(key) else nan
+
+    return {"grid": [pick(r, "d_int90", True) for r in rows], "interp": [pick(r, "d_int90_interp", True) for r in rows],
+            "above": [pick(r, "top_dim", False) for r in rows]}
 
 
 def learning_curves(s: dict, points: int = 200) -> tuple[str, dict]:

@@ -459,3 +459,25 @@ def test_report_details_name_the_largest_d_of_a_sweep_that_never_reached_the_thr
     one = markdown(build_rows({"humanoid_es": {**sweep, "seeds": [1]}}), "results")
     assert "| 6 runs, 1 seed," in [line for line in one.splitlines() if line.startswith("| Humanoid")][0]
     assert "- value per point: mean return of the final policy; d_int90 not reached (> 7,000)" in text
+
+
+def test_d_int90_plot_marks_an_unreached_task_at_its_largest_d_and_a_reached_one_at_its_d_int90():
+    from rlsub.report import build_rows, d_int90_marks
+
+    base = {"metric": "eval_return", "seeds": [0, 1], "n_points": 4, "threshold": 900.0,
+            "bootstrap": {"p16": None, "p84": None}, "baseline": {"mean": 1000.0},
+            "budget": {"timesteps_per_point": 1000, "wall_time_s_total": 60.0}}
+    sweeps = {"humanoid_es": {**base, "sweep": "humanoid_es", "D": 166673, "reached": False, "d_int90": None,
+                              "d_int90_interp": None,
+                              "curve": [{"dim": 100, "mean": 400.0}, {"dim": 7000, "mean": 700.0}]},
+              "cartpole_es": {**base, "sweep": "cartpole_es", "D": 3000, "reached": True, "d_int90": 8,
+                              "d_int90_interp": 6.5,
+                              "curve": [{"dim": 2, "mean": 400.0}, {"dim": 8, "mean": 950.0}]}}
+    rows = build_rows(sweeps)
+    marks = d_int90_marks(rows)
+    at = {r["key"]: i for i, r in enumerate(rows)}
+    h, c = at["humanoid_es"], at["cartpole_es"]
+    assert marks["above"][h] == 7000 and np.isnan(marks["grid"][h]) and np.isnan(marks["interp"][h])
+    assert (marks["grid"][c], marks["interp"][c]) == (8, 6.5) and np.isnan(marks["above"][c])
+    unmeasured = [i for i, r in enumerate(rows) if not r["measured"]]
+    assert unmeasured and all(np.isnan(marks[k][i]) for k in marks for i in unmeasured)
