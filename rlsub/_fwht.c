@@ -6,8 +6,10 @@
  *   2. viewing the vector as an R x BLOCK matrix (R = n / BLOCK), the remaining log2(R) stages act
  *      along its rows; they run tile by tile, a tile being TILE adjacent columns (R x TILE floats,
  *      within L2), so each tile is read once and written once.
- * The order of the stages does not matter (H_n = H_R (x) H_BLOCK, and the factors commute), and
- * the inner loops run over contiguous floats so the compiler vectorises them.
+ * H_n = H_R (x) H_BLOCK, and the factors commute, so any order of the stages gives the transform; in
+ * floating point the order fixes the rounding, so every path here runs the stages in the same
+ * ascending order (bit-identical results). The generic inner loops run over contiguous floats so the
+ * compiler vectorises them; on CPUs with AVX2 an explicit path (below) does three stages per pass.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -86,21 +88,126 @@ static void fwht_across(float *restrict x, int64_t r) {
     for (int64_t c0 = 0; c0 < BLOCK; c0 += TILE) fwht_strided(x + c0, r, BLOCK, TILE);
 }
 
+/* The AVX2 path (chosen at import when the CPU has AVX2): the same butterflies in the same order as
+ * the generic code above, so the results are bit-identical, but three stages per pass over data held
+ * in registers (eight vectors of 8 floats), and the lowest three stages inside each vector with
+ * permutes instead of scalar code. Measured on one 2^20 transform (AMD EPYC, Zen 4): 0.69 ms
+ * against 0.99 ms for the generic code compiled for AVX2 (the block stages 0.40 against 0.62 ms). */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define RLSUB_X86 1
+#include <immintrin.h>
+#define AVX2_FN static inline __attribute__((always_inline, target("avx2")))
+#define AVX2_OUTER static __attribute__((target("avx2")))
+
+/* Stages h = 1, 2, 4 inside one vector of 8 floats. a + b and a - b of each pair are computed as
+ * such (b + a is the same float; s - v below is a - b with a the lower lane). */
+AVX2_FN __m256 in_vector3(__m256 v) {
+    __m256 s = _mm256_permute_ps(v, 0xB1);                 /* lanes 1 0 3 2 5 4 7 6 */
+    v = _mm256_blend_ps(_mm256_add_ps(v, s), _mm256_sub_ps(s, v), 0xAA);
+    s = _mm256_permute_ps(v, 0x4E);                        /* lanes 2 3 0 1 6 7 4 5 */
+    v = _mm256_blend_ps(_mm256_add_ps(v, s), _mm256_sub_ps(s, v), 0xCC);
+    s = _mm256_permute2f128_ps(v, v, 0x01);                /* halves swapped */
+    return _mm256_blend_ps(_mm256_add_ps(v, s), _mm256_sub_ps(s, v), 0xF0);
+}
+
+#define BF(a, b)                                   \
+    do {                                           \
+        __m256 t_ = a;                             \
+        a = _mm256_add_ps(t_, b);                  \
+        b = _mm256_sub_ps(t_, b);                  \
+    } while (0)
+
+/* Stages 1, 2, 4 across 8 vectors r[0..7] (vector i and i + h are a pair). */
+AVX2_FN void across8(__m256 *r) {
+    BF(r[0], r[1]); BF(r[2], r[3]); BF(r[4], r[5]); BF(r[6], r[7]);
+    BF(r[0], r[2]); BF(r[1], r[3]); BF(r[4], r[6]); BF(r[5], r[7]);
+    BF(r[0], r[4]); BF(r[1], r[5]); BF(r[2], r[6]); BF(r[3], r[7]);
+}
+
+/* Stages over m strided rows (row k at x + k * s, w floats wide, w a multiple of 8), in ascending
+ * order, three at a time while three remain, then two or one. */
+AVX2_OUTER void strided_avx2(float *x, int64_t m, int64_t s, int64_t w) {
+    int64_t h = 1;
+    for (; 8 * h <= m; h *= 8)
+        for (int64_t i = 0; i < m; i += 8 * h)
+            for (int64_t k = i; k < i + h; k++)
+                for (int64_t j = 0; j < w; j += 8) {
+                    __m256 r[8];
+                    for (int q = 0; q < 8; q++) r[q] = _mm256_loadu_ps(x + (k + q * h) * s + j);
+                    across8(r);
+                    for (int q = 0; q < 8; q++) _mm256_storeu_ps(x + (k + q * h) * s + j, r[q]);
+                }
+    if (4 * h <= m) {
+        for (int64_t k = 0; k < h; k++)
+            for (int64_t j = 0; j < w; j += 8) {
+                float *p0 = x + k * s + j, *p1 = p0 + h * s, *p2 = p1 + h * s, *p3 = p2 + h * s;
+                __m256 a = _mm256_loadu_ps(p0), b = _mm256_loadu_ps(p1), c = _mm256_loadu_ps(p2), d = _mm256_loadu_ps(p3);
+                BF(a, b); BF(c, d); BF(a, c); BF(b, d);
+                _mm256_storeu_ps(p0, a); _mm256_storeu_ps(p1, b); _mm256_storeu_ps(p2, c); _mm256_storeu_ps(p3, d);
+            }
+        h *= 4;
+    }
+    if (2 * h <= m) {
+        for (int64_t k = 0; k < h; k++)
+            for (int64_t j = 0; j < w; j += 8) {
+                float *p0 = x + k * s + j, *p1 = p0 + h * s;
+                __m256 a = _mm256_loadu_ps(p0), b = _mm256_loadu_ps(p1);
+                BF(a, b);
+                _mm256_storeu_ps(p0, a); _mm256_storeu_ps(p1, b);
+            }
+    }
+}
+
+/* All stages of a contiguous block of m >= 64 floats: stages 1..32 on each group of 64 floats in
+ * registers, then the rest on the block seen as m / 64 rows of 64 floats. */
+AVX2_OUTER void block_avx2(float *x, int64_t m) {
+    for (int64_t i = 0; i < m; i += 64) {
+        __m256 r[8];
+        for (int q = 0; q < 8; q++) r[q] = in_vector3(_mm256_loadu_ps(x + i + 8 * q));
+        across8(r);
+        for (int q = 0; q < 8; q++) _mm256_storeu_ps(x + i + 8 * q, r[q]);
+    }
+    if (m > 64) strided_avx2(x, m / 64, 64, 64);
+}
+#endif
+
+/* 1 when the AVX2 path runs (set at import from the CPU, or by simd_() for tests). */
+static int use_simd = 0;
+
+static void block_any(float *x, int64_t m) {
+#ifdef RLSUB_X86
+    if (use_simd && m >= 64) {
+        block_avx2(x, m);
+        return;
+    }
+#endif
+    fwht_block(x, m);
+}
+
+static void across_any(float *x, int64_t r) {
+#ifdef RLSUB_X86
+    if (use_simd) {
+        for (int64_t c0 = 0; c0 < BLOCK; c0 += TILE) strided_avx2(x + c0, r, BLOCK, TILE);
+        return;
+    }
+#endif
+    fwht_across(x, r);
+}
+
 static void fwht(float *x, int64_t n) {
     if (n <= BLOCK) {
-        fwht_block(x, n);
+        block_any(x, n);
         return;
     }
     int64_t r = n / BLOCK;
-    for (int64_t b = 0; b < r; b++) fwht_block(x + b * BLOCK, BLOCK);
-    fwht_across(x, r);
+    for (int64_t b = 0; b < r; b++) block_any(x + b * BLOCK, BLOCK);
+    across_any(x, r);
 }
 
 /* fwht of y[b, :len] zero-padded to n floats, written to out (batch rows of n): the padding is
  * written block by block as the blocks are transformed, and a block that is all padding is left
  * zero without transforming it (a transform of zeros is zeros, +0.0 exactly). Bit-identical to
  * zeroing out, copying y in and calling fwht. */
-RLSUB_CLONES
 static void pad_fwht(float *out, const float *y, int64_t len, int64_t n, int64_t batch) {
     int64_t width = n < BLOCK ? n : BLOCK;
     for (int64_t b = 0; b < batch; b++) {
@@ -111,9 +218,9 @@ static void pad_fwht(float *out, const float *y, int64_t len, int64_t n, int64_t
             have = have < 0 ? 0 : (have > width ? width : have);
             if (have > 0) memcpy(o + start, v + start, (size_t)have * sizeof(float));
             if (have < width) memset(o + start + have, 0, (size_t)(width - have) * sizeof(float));
-            if (have > 0) fwht_block(o + start, width);
+            if (have > 0) block_any(o + start, width);
         }
-        if (n > BLOCK) fwht_across(o, n / BLOCK);
+        if (n > BLOCK) across_any(o, n / BLOCK);
     }
 }
 
@@ -126,6 +233,23 @@ static void gather_mul(float *out, const float *src, const int32_t *idx, const f
         float *restrict o = out + b * n_out;
         const float *restrict v = src + b * n_src;
         for (int64_t k = 0; k < n_out; k++) o[k] = v[idx[k]] * g[k];
+    }
+}
+
+/* gather_mul followed by fwht of each output row (n_out a power of two), fused: each block is
+ * gathered and transformed while it is in cache, instead of being written out by the gather and read
+ * back by the transform. Bit-identical to gather_mul then fwht. */
+static void gather_fwht(float *out, const float *src, const int32_t *idx, const float *g,
+                        int64_t n_out, int64_t n_src, int64_t batch) {
+    int64_t width = n_out < BLOCK ? n_out : BLOCK;
+    for (int64_t b = 0; b < batch; b++) {
+        float *o = out + b * n_out;
+        const float *v = src + b * n_src;
+        for (int64_t start = 0; start < n_out; start += width) {
+            gather_mul(o + start, v, idx + start, g + start, width, n_src, 1);
+            block_any(o + start, width);
+        }
+        if (n_out > BLOCK) across_any(o, n_out / BLOCK);
     }
 }
 
@@ -142,9 +266,11 @@ static void scatter_add(float *out, const float *src, const int32_t *idx, const 
     }
 }
 
-/* gather_mul_(out, src, idx, g, n_idx, n_src, 1, batch) and
- * scatter_add_(out, src, idx, g, n_idx, n_idx, m, batch): addresses of float32 / int32 data. */
-static PyObject *py_gather(PyObject *self, PyObject *args, int blocksum) {
+/* gather_mul_(out, src, idx, g, n_idx, n_src, 1, batch), gather_fwht_(the same arguments, n_idx a
+ * power of two) and scatter_add_(out, src, idx, g, n_idx, n_idx, m, batch): addresses of float32 /
+ * int32 data. mode: 0 gather_mul, 1 scatter_add, 2 gather_fwht. */
+static PyObject *py_gather(PyObject *self, PyObject *args, int mode) {
+    int blocksum = mode == 1;
     unsigned long long out, src, idx, g;
     long long n1, n_src, n2, batch;
     if (!PyArg_ParseTuple(args, "KKKKLLLL", &out, &src, &idx, &g, &n1, &n_src, &n2, &batch)) return NULL;
@@ -152,8 +278,15 @@ static PyObject *py_gather(PyObject *self, PyObject *args, int blocksum) {
         PyErr_SetString(PyExc_ValueError, "gather: bad sizes");
         return NULL;
     }
+    if (mode == 2 && (n1 < 1 || (n1 & (n1 - 1)) != 0)) {
+        PyErr_SetString(PyExc_ValueError, "gather_fwht_: n_out must be a power of two");
+        return NULL;
+    }
     Py_BEGIN_ALLOW_THREADS
-    if (blocksum)
+    if (mode == 2)
+        gather_fwht((float *)(uintptr_t)out, (const float *)(uintptr_t)src,
+                    (const int32_t *)(uintptr_t)idx, (const float *)(uintptr_t)g, n1, n_src, batch);
+    else if (blocksum)
         scatter_add((float *)(uintptr_t)out, (const float *)(uintptr_t)src,
                     (const int32_t *)(uintptr_t)idx, (const float *)(uintptr_t)g, n1, n2, batch);
     else
@@ -165,6 +298,18 @@ static PyObject *py_gather(PyObject *self, PyObject *args, int blocksum) {
 
 static PyObject *py_gather_mul(PyObject *self, PyObject *args) { return py_gather(self, args, 0); }
 static PyObject *py_scatter_add(PyObject *self, PyObject *args) { return py_gather(self, args, 1); }
+static PyObject *py_gather_fwht(PyObject *self, PyObject *args) { return py_gather(self, args, 2); }
+
+/* simd_(flag): flag 1 or 0 turns the AVX2 path on (where the CPU has AVX2) or off, -1 leaves it;
+ * returns whether it is on. */
+static PyObject *py_simd(PyObject *self, PyObject *args) {
+    int flag;
+    if (!PyArg_ParseTuple(args, "i", &flag)) return NULL;
+#ifdef RLSUB_X86
+    if (flag >= 0) use_simd = flag && __builtin_cpu_supports("avx2");
+#endif
+    return PyBool_FromLong(use_simd);
+}
 
 /* fwht_(address, n, batch): transforms batch contiguous vectors of n floats at address, in place. */
 static PyObject *py_fwht(PyObject *self, PyObject *args) {
@@ -208,6 +353,9 @@ static PyMethodDef methods[] = {
      "gather_mul_(out, src, idx, g, n_out, n_src, 1, batch): out[b,k] = src[b,idx[k]] * g[k]."},
     {"scatter_add_", py_scatter_add, METH_VARARGS,
      "scatter_add_(out, src, idx, g, n_in, n_in, m, batch): out[b,c] = sum_{k: idx[k]=c} src[b,k] g[k]."},
+    {"gather_fwht_", py_gather_fwht, METH_VARARGS,
+     "gather_fwht_(out, src, idx, g, n_out, n_src, 1, batch): fwht of gather_mul_'s rows, fused."},
+    {"simd_", py_simd, METH_VARARGS, "simd_(flag): turn the AVX2 path on (1) or off (0), -1 to ask; returns its state."},
     {"pad_fwht_", py_pad_fwht, METH_VARARGS,
      "pad_fwht_(out, y, len, n, batch): out[b] = fwht(y[b, :len] zero-padded to n)."},
     {NULL, NULL, 0, NULL},
@@ -215,4 +363,10 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fwht", NULL, -1, methods};
 
-PyMODINIT_FUNC PyInit__fwht(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__fwht(void) {
+#ifdef RLSUB_X86
+    __builtin_cpu_init();
+    use_simd = __builtin_cpu_supports("avx2");
+#endif
+    return PyModule_Create(&module);
+}

@@ -2,12 +2,16 @@
 
 ``fwht`` transforms the last dimension of a float32 CPU tensor with rlsub's C kernel
 (``rlsub/_fwht.c``, cache-blocked so that a 2^20-float vector is read from memory about twice
-instead of 20 times) and falls back to :func:`fwht_torch`, a plain torch butterfly, for other
+instead of 20 times, with an AVX2 path chosen at import where the CPU has it; every path gives the
+same floats as :func:`fwht_torch`, bit for bit) and falls back to :func:`fwht_torch`, a plain torch butterfly, for other
 devices and dtypes. Neither records an autograd graph: Fastfood differentiates through its own
 explicit adjoint.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -15,6 +19,12 @@ try:  # the compiled kernel is built by `pip install -e .`
     from rlsub import _fwht as _kernel
 except ImportError:  # pragma: no cover - exercised only on a broken install
     _kernel = None
+
+if _kernel is not None and not all(hasattr(_kernel, f) for f in ("fwht_", "gather_fwht_", "pad_fwht_", "simd_")):
+    # an editable install whose compiled kernel predates rlsub/_fwht.c (the source was updated, the
+    # extension not rebuilt): say so instead of failing later inside a projection
+    raise ImportError(f"{_kernel.__file__} was built from an older rlsub/_fwht.c; rebuild it with "
+                      f"`pip install -e .` (or scripts/setup.sh)")
 
 
 def is_power_of_two(n: int) -> bool:
@@ -29,6 +39,25 @@ def next_power_of_two(n: int) -> int:
 def has_kernel() -> bool:
     """True when the compiled C kernel is importable."""
     return _kernel is not None
+
+
+def simd_enabled() -> bool:
+    """True when the kernel runs its AVX2 path (chosen at import on CPUs with AVX2)."""
+    return _kernel is not None and bool(_kernel.simd_(-1))
+
+
+@contextmanager
+def simd_path(enabled: bool) -> Iterator[bool]:
+    """Run the kernel's AVX2 path (``enabled``, where the CPU has it) or its generic path inside the
+    block; yields whether the AVX2 path is on. For tests and benchmarks: both give the same floats."""
+    if _kernel is None:
+        yield False
+        return
+    before = bool(_kernel.simd_(-1))
+    try:
+        yield bool(_kernel.simd_(int(enabled)))
+    finally:
+        _kernel.simd_(int(before))
 
 
 def fwht_torch(x: torch.Tensor) -> torch.Tensor:
@@ -85,6 +114,21 @@ def gather_mul(src: torch.Tensor, idx: torch.Tensor, g: torch.Tensor) -> torch.T
                             idx.numel(), src.shape[1], 1, n)
         return out
     return src[:, idx.long()] * g
+
+
+@torch.no_grad()
+def gather_fwht(src: torch.Tensor, idx: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """``fwht_(gather_mul(src, idx, g))`` (idx.numel() a power of two), bit for bit; the kernel gathers
+    and transforms each cache-sized block in one go instead of writing the gathered rows out first."""
+    n = idx.numel()
+    if not is_power_of_two(n):
+        raise ValueError(f"gather_fwht needs a power-of-two number of indices, got {n}")
+    if _use_kernel(src, idx, g):
+        out = torch.empty(src.shape[0], n, dtype=torch.float32)
+        _kernel.gather_fwht_(out.data_ptr(), src.data_ptr(), idx.data_ptr(), g.data_ptr(), n, src.shape[1], 1,
+                             src.shape[0])
+        return out
+    return fwht_(gather_mul(src, idx, g).contiguous())
 
 
 @torch.no_grad()

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from rlsub.errors import UserError
-from rlsub.hadamard import fwht_, gather_mul, next_power_of_two, pad_fwht, scatter_add
+from rlsub.hadamard import fwht_, gather_fwht, next_power_of_two, pad_fwht, scatter_add
 
 GiB = 1024**3
 #: the largest dense P built unless the caller raises it (``max_dense_bytes``)
@@ -286,8 +286,7 @@ class FastfoodProjection(Projection):
         z = torch.zeros(n, self.m, dtype=x.dtype, device=x.device)
         z[:, : self.d] = x * self.col_scale
         fwht_(z)
-        w = gather_mul(z, self.gather_idx, self.G)
-        fwht_(w)
+        w = gather_fwht(z, self.gather_idx, self.G)  # H (G * z[idx]), bit-identical to gather_mul then fwht_
         return w[:, : self.D]
 
     def _map_t(self, y):

@@ -2,7 +2,18 @@ import numpy as np
 import pytest
 import torch
 
-from rlsub.hadamard import fwht, fwht_, fwht_torch, gather_mul, has_kernel, pad_fwht, scatter_add
+from rlsub.hadamard import (
+    fwht,
+    fwht_,
+    fwht_torch,
+    gather_fwht,
+    gather_mul,
+    has_kernel,
+    pad_fwht,
+    scatter_add,
+    simd_enabled,
+    simd_path,
+)
 
 
 def hadamard_matrix(n):
@@ -86,3 +97,52 @@ def test_pad_fwht_rejects_bad_sizes():
         pad_fwht(torch.zeros(1, 5), 12)
     with pytest.raises(ValueError, match="power of two"):
         pad_fwht(torch.zeros(1, 20), 16)
+
+
+# The kernel's paths (the AVX2 one where the CPU has it, the generic one) run the butterflies in the
+# same ascending order of stages as the plain torch butterfly, so on Gaussian data, where rounding
+# differs with any other order, each must give its floats bit for bit.
+PATHS = [pytest.param(True, id="simd"), pytest.param(False, id="generic")]
+
+
+@pytest.mark.parametrize("simd", PATHS)
+@pytest.mark.parametrize("n", [1, 2, 4, 8, 16, 32, 64, 128, 1024, 4096, 8192, 2**15, 2**18, 2**20, 2**21])
+def test_every_kernel_path_gives_the_torch_butterfly_bit_for_bit(simd, n):
+    x = torch.randn(2, n, generator=torch.Generator().manual_seed(n))
+    with simd_path(simd):
+        got = fwht(x)
+    assert torch.equal(got, fwht_torch(x))
+
+
+@pytest.mark.parametrize("simd", PATHS)
+@pytest.mark.parametrize("n, m", [(16, 4), (4096, 64), (2**16, 2**10), (2**20, 2**14)])
+def test_gather_fwht_is_the_transform_of_the_gathered_rows_bit_for_bit(simd, n, m):
+    g = torch.Generator().manual_seed(n)
+    src = torch.randn(2, m, generator=g)
+    idx = torch.randint(0, m, (n,), generator=g, dtype=torch.int32)
+    w = torch.randn(n, generator=g)
+    with simd_path(simd):
+        got = gather_fwht(src, idx, w)
+    assert torch.equal(got, fwht_torch(src[:, idx.long()] * w))
+
+
+@pytest.mark.parametrize("simd", PATHS)
+def test_pad_fwht_on_every_kernel_path_is_the_butterfly_of_the_padded_vector(simd):
+    y = torch.randn(2, 656810, generator=torch.Generator().manual_seed(5))
+    padded = torch.zeros(2, 2**20)
+    padded[:, :656810] = y
+    with simd_path(simd):
+        got = pad_fwht(y, 2**20)
+    assert torch.equal(got, fwht_torch(padded))
+
+
+def test_simd_path_switches_and_restores():
+    before = simd_enabled()
+    with simd_path(False) as on:
+        assert on is False and simd_enabled() is False
+    assert simd_enabled() == before
+
+
+def test_gather_fwht_rejects_a_size_that_is_not_a_power_of_two():
+    with pytest.raises(ValueError, match="power-of-two"):
+        gather_fwht(torch.zeros(1, 4), torch.zeros(12, dtype=torch.int32), torch.zeros(12))
