@@ -2,10 +2,10 @@
 
 ``fwht`` transforms the last dimension of a float32 CPU tensor with rlsub's C kernel
 (``rlsub/_fwht.c``, cache-blocked so that a 2^20-float vector is read from memory about twice
-instead of 20 times, with an AVX2 path chosen at import where the CPU has it; every path gives the
-same floats as :func:`fwht_torch`, bit for bit) and falls back to :func:`fwht_torch`, a plain torch butterfly, for other
-devices and dtypes. Neither records an autograd graph: Fastfood differentiates through its own
-explicit adjoint.
+instead of 20 times, with an AVX2 path chosen at import where the CPU has it) and falls back to
+:func:`fwht_torch`, a plain torch butterfly, for other devices and dtypes. Every path runs the
+stages in the same order, so all give the same floats bit for bit. None records an autograd graph:
+Fastfood differentiates through its own explicit adjoint.
 """
 
 from __future__ import annotations
