@@ -349,7 +349,8 @@ def markdown(rows: list[dict], results: str, studies: dict[str, dict] | None = N
     lines += ["", "Plots: `plots/curves.png` (performance vs d per task, with baseline and 90% line), "
               "`plots/d_int90.png` (d_int90 of every task, ours beside the paper's, log scale; a task whose threshold "
               "no d reached is marked at its largest d), "
-              "`plots/d_int90_budget.png` (d_int90 against the fraction of the budget, per task), "
+              "`plots/d_int90_budget.png` (d_int90 against the fraction of the budget, per task; a fraction where no d "
+              "reaches the threshold breaks the line and is marked at the largest d), "
               "`plots/baselines.png` (each full-space baseline against its budget)"
               + (", `plots/learning_curves.png` (RL sweeps: evaluation return during training for every d, "
                  "each seed and their mean)" if "learning_curves.png" in plotted else "") + "."]
@@ -403,12 +404,10 @@ def plot_budget(sweeps: dict[str, dict], out_dir: Path):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(11, 5))
-    drawn = 0
+    drawn, any_above = 0, False
     for key, s in sweeps.items():
-        fr = (s.get("budget_curve") or {}).get("fractions") or []
-        xs = [c["fraction"] for c in fr if c["d_int90_interp"]]
-        ys = [c["d_int90_interp"] for c in fr if c["d_int90_interp"]]
-        if not xs:
+        xs, ys, above, top = budget_marks(s)
+        if not any(y == y for y in ys) and not above:
             continue
         budgets = (s.get("budget_curve") or {}).get("budgets") or []
         unit = ", ".join(f"{_fmt(b['budget'])} {b['unit']}" for b in budgets[:2])
@@ -416,9 +415,15 @@ def plot_budget(sweeps: dict[str, dict], out_dir: Path):
         if sub and full and sub != full:
             unit = f"{_fmt(sub[0])} {sub[1]}; baseline {_fmt(full[0])}"
         # dashed after the first ten lines: matplotlib's colour cycle repeats from the eleventh
-        ax.plot(xs, ys, marker=".", ls="-" if drawn < 10 else "--",
-                label=f"{PAPER.get(key, {}).get('task', key)} (100% = {unit})")
+        (line,) = ax.plot(xs, ys, marker=".", ls="-" if drawn < 10 else "--",
+                          label=f"{PAPER.get(key, {}).get('task', key)} (100% = {unit})")
+        if above:  # fractions where no d reached the threshold: marked at the largest d, d_int90 lies above
+            ax.scatter(above, [top] * len(above), marker="^", s=30, facecolors="none", edgecolors=line.get_color())
+            any_above = True
         drawn += 1
+    if any_above:
+        ax.scatter([], [], marker="^", facecolors="none", edgecolors="grey",
+                   label="not reached at that fraction (marked at the largest d)")
     ax.set_yscale("log")
     ax.set_xlabel("fraction of each point's budget")
     ax.set_ylabel("d_int90 (interpolated)")
@@ -431,6 +436,18 @@ def plot_budget(sweeps: dict[str, dict], out_dir: Path):
     path = _save(fig, out_dir / "d_int90_budget.png")
     plt.close(fig)
     return path
+
+
+def budget_marks(s: dict) -> tuple[list[float], list[float], list[float], int | None]:
+    """What d_int90_budget.png draws for the sweep ``s``: the fractions of its budget and the interpolated
+    d_int90 at each (NaN, a break in the line, where it is not reached), the fractions where a baseline
+    exists but no d reaches the threshold, and the largest d measured, where those are marked."""
+    fr = (s.get("budget_curve") or {}).get("fractions") or []
+    top = max((c["dim"] for c in s.get("curve", [])), default=None)
+    xs = [c["fraction"] for c in fr]
+    ys = [c["d_int90_interp"] if c["d_int90_interp"] else float("nan") for c in fr]
+    above = [c["fraction"] for c in fr if c["d_int90"] is None and c.get("threshold") is not None] if top else []
+    return xs, ys, above, top
 
 
 def plot(sweeps: dict[str, dict], rows: list[dict], out_dir: Path) -> list[Path]:

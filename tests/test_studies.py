@@ -481,3 +481,17 @@ def test_d_int90_plot_marks_an_unreached_task_at_its_largest_d_and_a_reached_one
     assert (marks["grid"][c], marks["interp"][c]) == (8, 6.5) and np.isnan(marks["above"][c])
     unmeasured = [i for i, r in enumerate(rows) if not r["measured"]]
     assert unmeasured and all(np.isnan(marks[k][i]) for k in marks for i in unmeasured)
+
+
+def test_budget_plot_breaks_the_line_where_no_d_reaches_and_marks_that_fraction_at_the_largest_d():
+    from rlsub.report import budget_marks
+
+    s = {"curve": [{"dim": 100}, {"dim": 7000}], "budget_curve": {"fractions": [
+        {"fraction": 0.25, "d_int90": None, "d_int90_interp": None, "threshold": None},  # no baseline yet
+        {"fraction": 0.5, "d_int90": 100, "d_int90_interp": 80.0, "threshold": 500.0},
+        {"fraction": 0.75, "d_int90": None, "d_int90_interp": None, "threshold": 600.0},
+        {"fraction": 1.0, "d_int90": 7000, "d_int90_interp": 5000.0, "threshold": 700.0}]}}
+    xs, ys, above, top = budget_marks(s)
+    assert xs == [0.25, 0.5, 0.75, 1.0] and top == 7000
+    assert np.isnan(ys[0]) and ys[1] == 80.0 and np.isnan(ys[2]) and ys[3] == 5000.0
+    assert above == [0.75]  # not 0.25: without a baseline there is no threshold to miss
